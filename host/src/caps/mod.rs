@@ -1,0 +1,87 @@
+//! Host capabilities lent to guests, one module per WIT import interface.
+//!
+//! Each module implements its interface's `Host` trait for the per-call
+//! [`CallState`](crate::runtime::CallState) and checks every operation
+//! against the operator's [`Grants`]; nothing is reachable that the
+//! operator did not grant.
+
+pub mod clock;
+pub mod log;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::broadcast;
+
+use crate::grants::Grants;
+use process::ProcessTable;
+
+/// State shared by every call of one guest.
+#[derive(Debug)]
+pub struct HostContext {
+    /// The guest's file name, for logs.
+    pub guest: String,
+    pub grants: Grants,
+    pub processes: Arc<ProcessTable>,
+    pub events: broadcast::Sender<TaskEvent>,
+}
+
+impl HostContext {
+    pub fn new(guest: String, grants: Grants) -> Arc<Self> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(HostContext {
+            guest,
+            grants,
+            processes: Arc::new(ProcessTable::default()),
+            events,
+        })
+    }
+
+    /// Publishes a task event to every open `TaskEvents` stream.
+    pub fn emit(&self, event: TaskEvent) {
+        tracing::info!(task_id = %event.task_id, alloc_id = %event.alloc_id, "task event: {}", event.message);
+        // No receiver just means no TaskEvents stream is open yet.
+        let _ = self.events.send(event);
+    }
+}
+
+/// The task a guest call is about.
+#[derive(Debug, Clone, Default)]
+pub struct TaskContext {
+    pub id: String,
+    pub name: String,
+    pub alloc_id: String,
+    /// Nomad's stdout FIFO for the task (may be empty outside Nomad).
+    pub stdout_path: String,
+    pub stderr_path: String,
+    /// Processes spawned during the current call.
+    pub spawned: Vec<String>,
+}
+
+/// A driver task event for Nomad.
+#[derive(Debug, Clone)]
+pub struct TaskEvent {
+    pub task_id: String,
+    pub alloc_id: String,
+    pub task_name: String,
+    pub timestamp: SystemTime,
+    pub message: String,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl TaskEvent {
+    pub fn for_task(task: &TaskContext, message: impl Into<String>) -> Self {
+        TaskEvent {
+            task_id: task.id.clone(),
+            alloc_id: task.alloc_id.clone(),
+            task_name: task.name.clone(),
+            timestamp: SystemTime::now(),
+            message: message.into(),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+impl crate::runtime::bindings::nomad::driver::types::Host for crate::runtime::CallState {}

@@ -1,0 +1,442 @@
+//! The driver core: runs Nomad's task lifecycle by asking the guest for
+//! policy and doing the mechanism with the host's capabilities.
+//!
+//! Nothing here knows about protobuf; the `nomad` adapter converts.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::caps::TaskContext;
+use crate::caps::process::Proc;
+use crate::runtime::bindings::exports::nomad::driver::driver::Guest as DriverExports;
+use crate::runtime::bindings::nomad::driver::types::{
+    self as wit, DriverCapabilities as Capabilities, DriverError as GuestRefusal, FingerprintReport as Fingerprint, NomadConfig, PluginInfo,
+    Spec,
+};
+use crate::runtime::{CallState, Guest, GuestError};
+use crate::tasks::{HandleState, Task, TaskResult, TaskTable};
+use nix::sys::signal::Signal;
+use wasmtime::Store;
+
+/// How long to wait for a task to die after SIGKILL before giving up.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// Why a driver operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("task not found for given id: {0}")]
+    TaskNotFound(String),
+    #[error("a task with id {0} already exists")]
+    TaskExists(String),
+    /// The guest trapped, timed out or could not be instantiated.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// The guest returned an error value.
+    #[error("{guest}: {call}: {refusal}")]
+    Refused {
+        guest: String,
+        call: &'static str,
+        refusal: Refusal,
+    },
+    /// The request itself is malformed.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The host could not do its part.
+    #[error("{0}")]
+    Host(String),
+}
+
+/// The guest's own error value, by kind.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    Temporary(String),
+    #[error("{0}")]
+    Fatal(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
+}
+
+impl From<GuestRefusal> for Refusal {
+    fn from(e: GuestRefusal) -> Self {
+        match e {
+            GuestRefusal::InvalidConfig(m) => Refusal::InvalidConfig(m),
+            GuestRefusal::Temporary(m) => Refusal::Temporary(m),
+            GuestRefusal::Fatal(m) => Refusal::Fatal(m),
+            GuestRefusal::Unsupported(m) => Refusal::Unsupported(m),
+        }
+    }
+}
+
+/// What the guest declared about itself at load time. These never change
+/// for a loaded guest, so they are asked once, not on every request.
+#[derive(Debug, Clone)]
+pub struct GuestManifest {
+    pub info: PluginInfo,
+    pub config_schema: Option<Spec>,
+    pub task_config_schema: Spec,
+    pub capabilities: Capabilities,
+}
+
+/// A started task as the adapter needs it for the handle.
+#[derive(Debug)]
+pub struct Started {
+    pub task: Arc<Task>,
+    pub driver_state: Vec<u8>,
+    pub network_override: Option<wit::NetworkOverride>,
+}
+
+/// The driver: one guest, its config and its tasks.
+#[derive(Debug)]
+pub struct Driver {
+    guest: Arc<Guest>,
+    manifest: GuestManifest,
+    tasks: TaskTable,
+    /// The guest's validated config from `set-config`.
+    config: RwLock<Option<Vec<u8>>>,
+}
+
+impl Driver {
+    /// Wraps a loaded guest, asking it for its manifest once.
+    pub fn new(guest: Arc<Guest>) -> Result<Self, DriverError> {
+        let manifest = guest.call("info", None, |g, s| {
+            Ok(GuestManifest {
+                info: g.call_info(&mut *s)?,
+                config_schema: g.call_config_schema(&mut *s)?,
+                task_config_schema: g.call_task_config_schema(&mut *s)?,
+                capabilities: g.call_capabilities(&mut *s)?,
+            })
+        })?;
+        Ok(Driver {
+            guest,
+            manifest,
+            tasks: TaskTable::default(),
+            config: RwLock::new(None),
+        })
+    }
+
+    pub fn manifest(&self) -> &GuestManifest {
+        &self.manifest
+    }
+
+    pub fn guest(&self) -> &Arc<Guest> {
+        &self.guest
+    }
+
+    pub fn tasks(&self) -> &TaskTable {
+        &self.tasks
+    }
+
+    /// Calls the guest on the blocking pool (a call may run short host
+    /// commands), mapping failures to [`DriverError`].
+    async fn call<R: Send + 'static>(
+        &self,
+        call: &'static str,
+        task: Option<TaskContext>,
+        f: impl FnOnce(&DriverExports, &mut Store<CallState>) -> wasmtime::Result<R> + Send + 'static,
+    ) -> Result<R, DriverError> {
+        let guest = self.guest.clone();
+        tokio::task::spawn_blocking(move || guest.call(call, task, f))
+            .await
+            .map_err(|e| DriverError::Host(format!("guest call {call} was lost: {e}")))?
+            .map_err(DriverError::from)
+    }
+
+    fn refused(&self, call: &'static str, e: GuestRefusal) -> DriverError {
+        DriverError::Refused {
+            guest: self.manifest.info.name.clone(),
+            call,
+            refusal: e.into(),
+        }
+    }
+
+    /// Validates and stores the agent config.
+    pub async fn set_config(&self, msgpack: Vec<u8>, nomad: Option<NomadConfig>) -> Result<(), DriverError> {
+        let config = self
+            .call("set-config", None, move |g, s| g.call_set_config(s, &msgpack, nomad))
+            .await?
+            .map_err(|e| self.refused("set-config", e))?;
+        if let Ok(mut slot) = self.config.write() {
+            *slot = Some(config);
+        }
+        Ok(())
+    }
+
+    /// The stored config; if Nomad never sent one, the guest's defaults.
+    async fn config(&self) -> Result<Vec<u8>, DriverError> {
+        if let Some(c) = self.config.read().ok().and_then(|c| c.clone()) {
+            return Ok(c);
+        }
+        self.set_config(Vec::new(), None).await?;
+        Ok(self.config.read().ok().and_then(|c| c.clone()).unwrap_or_default())
+    }
+
+    pub async fn fingerprint(&self) -> Result<Fingerprint, DriverError> {
+        let config = self.config().await?;
+        self.call("fingerprint", None, move |g, s| g.call_fingerprint(s, &config)).await
+    }
+
+    /// Starts a task: the guest validates its config and spawns what it
+    /// needs; the host then watches the main process.
+    pub async fn start_task(
+        self: &Arc<Self>,
+        spec: wit::TaskConfig,
+        handle_config: nomad_plugin_proto::drivers::TaskConfig,
+    ) -> Result<Started, DriverError> {
+        if spec.id.is_empty() {
+            return Err(DriverError::InvalidRequest("task config has no id".into()));
+        }
+        if self.tasks.contains(&spec.id) {
+            return Err(DriverError::TaskExists(spec.id));
+        }
+        let config = self.config().await?;
+        let ctx = TaskContext {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            alloc_id: spec.alloc_id.clone(),
+            stdout_path: spec.stdout_path.clone(),
+            stderr_path: spec.stderr_path.clone(),
+            spawned: Vec::new(),
+        };
+        let (id, name, alloc_id) = (spec.id.clone(), spec.name.clone(), spec.alloc_id.clone());
+        let outcome = self
+            .call("start-task", Some(ctx), move |g, s| {
+                let r = g.call_start_task(&mut *s, &config, &spec)?;
+                let spawned = s.data().task.as_ref().map(|t| t.spawned.clone()).unwrap_or_default();
+                Ok((r, spawned))
+            })
+            .await;
+        let (result, spawned) = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                // The guest died mid-start: nothing it spawned may linger.
+                self.kill_processes(&id).await;
+                self.guest.host().processes.remove_task(&id);
+                return Err(e);
+            }
+        };
+        let started = match result {
+            Ok(s) => s,
+            Err(e) => {
+                for pid in &spawned {
+                    tracing::warn!(task_id = %id, process = %pid, "start-task failed; killing what it spawned");
+                }
+                self.kill_processes(&id).await;
+                self.guest.host().processes.remove_task(&id);
+                return Err(self.refused("start-task", e));
+            }
+        };
+        let main = match &started.main_process {
+            Some(pid) => Some(self.guest.host().processes.get(pid).ok_or_else(|| {
+                DriverError::Host(format!("the guest named main process {pid:?}, which it did not spawn"))
+            })?),
+            None => None,
+        };
+        let task = Arc::new(Task::new(
+            id.clone(),
+            name,
+            alloc_id,
+            started.driver_state,
+            started.main_process,
+            handle_config,
+        ));
+        if !self.tasks.insert(task.clone()) {
+            self.kill_processes(&id).await;
+            return Err(DriverError::TaskExists(id));
+        }
+        if let Some(main) = main.clone() {
+            let driver = self.clone();
+            let task = task.clone();
+            tokio::spawn(async move { driver.watch_exit(task, main).await });
+        }
+        let state = task.handle_state(self.guest.label(), self.guest.sha256(), main.map(|p| p.pid));
+        tracing::info!(task_id = %task.id, "task started");
+        Ok(Started {
+            task,
+            driver_state: state.encode(),
+            network_override: started.network_override,
+        })
+    }
+
+    /// Waits for the main process, then asks the guest what the exit means.
+    async fn watch_exit(self: Arc<Self>, task: Arc<Task>, main: Arc<Proc>) {
+        let status = main.wait().await;
+        let raw = TaskResult {
+            exit_code: status.code,
+            signal: status.signal,
+            oom_killed: false,
+            err: None,
+        };
+        let result = match self.config().await {
+            Ok(config) => {
+                let tref = task_ref(&task);
+                let exit: wit::ExitStatus = status.into();
+                match self
+                    .call("task-exited", Some(task_context(&task)), move |g, s| {
+                        g.call_task_exited(s, &config, &tref, exit)
+                    })
+                    .await
+                {
+                    Ok(r) => TaskResult {
+                        exit_code: r.exit_code,
+                        signal: r.signal,
+                        oom_killed: r.oom_killed,
+                        err: r.err,
+                    },
+                    Err(e) => {
+                        tracing::error!(task_id = %task.id, error = %e, "guest could not interpret the exit; reporting it as observed");
+                        raw
+                    }
+                }
+            }
+            Err(_) => raw,
+        };
+        tracing::info!(task_id = %task.id, exit_code = result.exit_code, signal = result.signal, "task exited");
+        task.set_exit(result);
+    }
+
+    fn task(&self, id: &str) -> Result<Arc<Task>, DriverError> {
+        self.tasks.get(id).ok_or_else(|| DriverError::TaskNotFound(id.to_owned()))
+    }
+
+    pub fn inspect_task(&self, id: &str) -> Result<Arc<Task>, DriverError> {
+        self.task(id)
+    }
+
+    pub async fn wait_task(&self, id: &str) -> Result<TaskResult, DriverError> {
+        let task = self.task(id)?;
+        Ok(task.wait().await)
+    }
+
+    /// Asks the guest to stop the task with `signal`, waits up to `timeout`,
+    /// then kills whatever is left. Returns once the task is dead.
+    pub async fn stop_task(&self, id: &str, timeout: Duration, signal: String) -> Result<(), DriverError> {
+        let task = self.task(id)?;
+        if task.exit().is_some() {
+            return Ok(());
+        }
+        if !signal.is_empty() {
+            crate::caps::process::parse_signal(&signal).map_err(DriverError::InvalidRequest)?;
+        }
+        if !timeout.is_zero() {
+            let config = self.config().await?;
+            let tref = task_ref(&task);
+            let sig = signal.clone();
+            let asked = self
+                .call("stop-task", Some(task_context(&task)), move |g, s| g.call_stop_task(s, &config, &tref, &sig))
+                .await;
+            match asked {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(task_id = id, error = %self.refused("stop-task", e), "guest could not stop the task; killing it"),
+                Err(e) => tracing::warn!(task_id = id, error = %e, "guest failed in stop-task; killing the task"),
+            }
+            if task.main_process.is_none() {
+                // Nothing the host supervises: the guest's stop is the stop.
+                task.set_exit(TaskResult::default());
+                return Ok(());
+            }
+            if tokio::time::timeout(timeout, task.wait()).await.is_ok() {
+                return Ok(());
+            }
+            tracing::info!(task_id = id, ?timeout, "task did not stop in time; killing it");
+        }
+        self.kill_processes(id).await;
+        if task.main_process.is_none() {
+            task.set_exit(TaskResult { exit_code: 137, signal: 9, ..Default::default() });
+        }
+        match tokio::time::timeout(KILL_GRACE, task.wait()).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(DriverError::Host(format!("task {id} is still alive {KILL_GRACE:?} after SIGKILL"))),
+        }
+    }
+
+    /// SIGKILLs the process group of every process of the task and waits
+    /// (bounded) for them to be reaped.
+    async fn kill_processes(&self, id: &str) {
+        let procs = self.guest.host().processes.of_task(id);
+        for p in &procs {
+            if let Err(e) = p.signal(Signal::SIGKILL) {
+                tracing::warn!(task_id = id, pid = p.pid, error = %e, "kill failed");
+            }
+        }
+        for p in procs {
+            let _ = tokio::time::timeout(KILL_GRACE, p.wait()).await;
+        }
+    }
+
+    pub async fn signal_task(&self, id: &str, signal: String) -> Result<(), DriverError> {
+        let task = self.task(id)?;
+        crate::caps::process::parse_signal(&signal).map_err(DriverError::InvalidRequest)?;
+        let config = self.config().await?;
+        let tref = task_ref(&task);
+        self.call("signal-task", Some(task_context(&task)), move |g, s| {
+            g.call_signal_task(s, &config, &tref, &signal)
+        })
+        .await?
+        .map_err(|e| self.refused("signal-task", e))
+    }
+
+    /// Removes the task and everything the host and guest hold for it.
+    /// Unknown ids succeed: Nomad may destroy twice.
+    pub async fn destroy_task(&self, id: &str, force: bool) -> Result<(), DriverError> {
+        let Some(task) = self.tasks.get(id) else {
+            tracing::debug!(task_id = id, "destroy of an unknown task: nothing to do");
+            return Ok(());
+        };
+        if task.exit().is_none() {
+            if !force {
+                return Err(DriverError::InvalidRequest(format!(
+                    "task {id} is still running: stop it first or destroy with force"
+                )));
+            }
+            self.kill_processes(id).await;
+            task.set_exit(TaskResult { exit_code: 137, signal: 9, ..Default::default() });
+        }
+        let config = self.config().await?;
+        let tref = task_ref(&task);
+        self.call("destroy-task", Some(task_context(&task)), move |g, s| g.call_destroy_task(s, &config, &tref))
+            .await?
+            .map_err(|e| self.refused("destroy-task", e))?;
+        self.tasks.remove(id);
+        self.guest.host().processes.remove_task(id);
+        tracing::info!(task_id = id, "task destroyed");
+        Ok(())
+    }
+
+    /// Re-adopts a task from its handle after a host restart.
+    pub fn recover_task(&self, id: &str, driver_state: &[u8]) -> Result<(), DriverError> {
+        if self.tasks.contains(id) {
+            return Ok(());
+        }
+        let state = HandleState::decode(driver_state).map_err(DriverError::InvalidRequest)?;
+        Err(DriverError::Host(format!(
+            "task {id} was started by an earlier host process (guest {}, pid {}); \
+             reattaching to such tasks is not supported by this host version",
+            state.guest,
+            state.main_pid.map(|p| p.to_string()).unwrap_or_else(|| "none".into())
+        )))
+    }
+}
+
+fn task_ref(task: &Task) -> wit::TaskRef {
+    wit::TaskRef {
+        id: task.id.clone(),
+        name: task.name.clone(),
+        alloc_id: task.alloc_id.clone(),
+        driver_state: task.guest_state.clone(),
+        main_process: task.main_process.clone(),
+    }
+}
+
+fn task_context(task: &Task) -> TaskContext {
+    TaskContext {
+        id: task.id.clone(),
+        name: task.name.clone(),
+        alloc_id: task.alloc_id.clone(),
+        stdout_path: task.handle_config.stdout_path.clone(),
+        stderr_path: task.handle_config.stderr_path.clone(),
+        spawned: Vec::new(),
+    }
+}

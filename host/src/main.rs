@@ -1,0 +1,77 @@
+//! `nomad-driver-wasm`: the host binary Nomad launches from its plugin_dir.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use nomad_wasm_host::caps::HostContext;
+use nomad_wasm_host::driver::Driver;
+use nomad_wasm_host::grants::Grants;
+use nomad_wasm_host::nomad::NomadPlugin;
+use nomad_wasm_host::runtime::{self, CallLimits, Guest};
+use nomad_wasm_host::{cli, logging, transport};
+
+fn main() -> ExitCode {
+    let exe = std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("nomad-driver-wasm"));
+    let binary = std::env::args()
+        .next()
+        .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "nomad-driver-wasm".into());
+
+    let opts = match cli::parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{binary}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if opts.help {
+        print!("{}", cli::help(&binary));
+        return ExitCode::SUCCESS;
+    }
+    if opts.version {
+        println!("{binary} {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = transport::check_env(|k| std::env::var(k).ok()) {
+        match e {
+            transport::HandshakeError::NoCookie => eprint!("{}", transport::not_a_command_text(&binary)),
+            other => eprintln!("{binary}: {other}"),
+        }
+        return ExitCode::from(1);
+    }
+    logging::init(opts.log_level.as_deref());
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(opts, &exe)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(opts: cli::Options, exe: &std::path::Path) -> Result<(), String> {
+    let guest_path = cli::resolve_guest(opts.guest.as_deref(), exe)?;
+    let cache_dir = opts.cache_dir.clone().unwrap_or_else(cli::default_cache_dir);
+    let label = guest_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let host = HostContext::new(label, Grants::new(opts.allow_exec.clone()));
+    let limits = CallLimits {
+        deadline: opts.call_timeout,
+        max_memory: opts.max_memory_mib << 20,
+    };
+    let engine = runtime::engine().map_err(|e| e.to_string())?;
+    let guest = Guest::load(&engine, &guest_path, cache_dir.as_deref(), host, limits).map_err(|e| e.to_string())?;
+    let driver = Arc::new(Driver::new(Arc::new(guest)).map_err(|e| e.to_string())?);
+    let plugin = NomadPlugin::new(driver, opts.fingerprint_interval)?;
+    transport::serve(plugin).await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,387 @@
+//! Nomad's `BasePlugin` and `Driver` gRPC services, answered from the guest.
+//!
+//! This module and its children are the only place that knows Nomad's
+//! protobuf types: requests are converted to the host's own types, the
+//! [`Driver`](crate::driver::Driver) core does the work, and errors become
+//! statuses in [`errors`].
+
+pub mod convert;
+pub mod errors;
+pub mod hclspec;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nomad_plugin_proto::base::{self as base_pb, base_plugin_server::BasePlugin};
+use nomad_plugin_proto::drivers::{self as pb, driver_server::Driver as DriverService};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::driver::Driver;
+use errors::to_status;
+
+/// The driver API version Nomad negotiates with every task driver.
+pub const API_VERSION: &str = "v0.1.0";
+
+type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Both Nomad services over one [`Driver`].
+#[derive(Debug, Clone)]
+pub struct NomadPlugin {
+    driver: Arc<Driver>,
+    fingerprint_interval: Duration,
+    /// Schemas converted once: Nomad asks for them on every task start.
+    config_schema: Option<nomad_plugin_proto::hclspec::Spec>,
+    task_config_schema: nomad_plugin_proto::hclspec::Spec,
+}
+
+impl NomadPlugin {
+    /// Checks the guest's schemas once, so a malformed schema is a load
+    /// error rather than a failure on every task.
+    pub fn new(driver: Arc<Driver>, fingerprint_interval: Duration) -> Result<Self, String> {
+        let m = driver.manifest();
+        let config_schema = match &m.config_schema {
+            Some(s) => Some(hclspec::to_proto(s).map_err(|e| format!("config schema: {e}"))?),
+            None => None,
+        };
+        let task_config_schema =
+            hclspec::to_proto(&m.task_config_schema).map_err(|e| format!("task config schema: {e}"))?;
+        Ok(NomadPlugin {
+            driver,
+            fingerprint_interval,
+            config_schema,
+            task_config_schema,
+        })
+    }
+
+    fn task_id(id: &str) -> Result<&str, Status> {
+        if id.is_empty() {
+            Err(Status::invalid_argument("task_id is empty"))
+        } else {
+            Ok(id)
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl BasePlugin for NomadPlugin {
+    async fn plugin_info(
+        &self,
+        _: Request<base_pb::PluginInfoRequest>,
+    ) -> Result<Response<base_pb::PluginInfoResponse>, Status> {
+        let info = &self.driver.manifest().info;
+        Ok(Response::new(base_pb::PluginInfoResponse {
+            r#type: base_pb::PluginType::Driver as i32,
+            plugin_api_versions: vec![API_VERSION.into()],
+            plugin_version: info.version.clone(),
+            name: info.name.clone(),
+        }))
+    }
+
+    async fn config_schema(
+        &self,
+        _: Request<base_pb::ConfigSchemaRequest>,
+    ) -> Result<Response<base_pb::ConfigSchemaResponse>, Status> {
+        Ok(Response::new(base_pb::ConfigSchemaResponse {
+            spec: self.config_schema.clone(),
+        }))
+    }
+
+    async fn set_config(
+        &self,
+        req: Request<base_pb::SetConfigRequest>,
+    ) -> Result<Response<base_pb::SetConfigResponse>, Status> {
+        let req = req.into_inner();
+        let nomad = req.nomad_config.as_ref().and_then(convert::nomad_config);
+        self.driver
+            .set_config(req.msgpack_config, nomad)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(base_pb::SetConfigResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl DriverService for NomadPlugin {
+    async fn task_config_schema(
+        &self,
+        _: Request<pb::TaskConfigSchemaRequest>,
+    ) -> Result<Response<pb::TaskConfigSchemaResponse>, Status> {
+        Ok(Response::new(pb::TaskConfigSchemaResponse {
+            spec: Some(self.task_config_schema.clone()),
+        }))
+    }
+
+    async fn capabilities(
+        &self,
+        _: Request<pb::CapabilitiesRequest>,
+    ) -> Result<Response<pb::CapabilitiesResponse>, Status> {
+        Ok(Response::new(pb::CapabilitiesResponse {
+            capabilities: Some(convert::capabilities(&self.driver.manifest().capabilities)),
+        }))
+    }
+
+    type FingerprintStream = RpcStream<pb::FingerprintResponse>;
+
+    /// First message at once, then one per interval, until the client goes
+    /// away. The stream never ends on its own: Nomad re-calls a closed
+    /// fingerprint stream in a tight loop and marks the driver unhealthy.
+    async fn fingerprint(
+        &self,
+        _: Request<pb::FingerprintRequest>,
+    ) -> Result<Response<Self::FingerprintStream>, Status> {
+        let (tx, rx) = mpsc::channel(1);
+        let driver = self.driver.clone();
+        let interval = self.fingerprint_interval;
+        tokio::spawn(async move {
+            loop {
+                let msg = match driver.fingerprint().await {
+                    Ok(f) => convert::fingerprint(&f),
+                    Err(e) => {
+                        tracing::error!(error = %e, "fingerprint failed");
+                        pb::FingerprintResponse {
+                            health: pb::fingerprint_response::HealthState::Unhealthy as i32,
+                            health_description: e.to_string(),
+                            ..Default::default()
+                        }
+                    }
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn recover_task(
+        &self,
+        req: Request<pb::RecoverTaskRequest>,
+    ) -> Result<Response<pb::RecoverTaskResponse>, Status> {
+        let req = req.into_inner();
+        let handle = req
+            .handle
+            .ok_or_else(|| Status::invalid_argument("RecoverTask without a handle"))?;
+        // Nomad leaves task_id empty; the id is in the handle's config.
+        let id = handle
+            .config
+            .as_ref()
+            .map(|c| c.id.clone())
+            .filter(|id| !id.is_empty())
+            .unwrap_or(req.task_id);
+        let id = Self::task_id(&id)?;
+        self.driver
+            .recover_task(id, &handle.driver_state)
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RecoverTaskResponse {}))
+    }
+
+    async fn start_task(
+        &self,
+        req: Request<pb::StartTaskRequest>,
+    ) -> Result<Response<pb::StartTaskResponse>, Status> {
+        let task = req
+            .into_inner()
+            .task
+            .ok_or_else(|| Status::invalid_argument("StartTask without a task config"))?;
+        let spec = convert::task_config(&task);
+        let started = self
+            .driver
+            .start_task(spec, task.clone())
+            .await
+            .map_err(to_status)?;
+        let handle = pb::TaskHandle {
+            version: crate::tasks::HANDLE_VERSION,
+            config: Some(task),
+            state: pb::TaskState::Running as i32,
+            driver_state: started.driver_state,
+        };
+        Ok(Response::new(pb::StartTaskResponse {
+            result: pb::start_task_response::Result::Success as i32,
+            driver_error_msg: String::new(),
+            handle: Some(handle),
+            network_override: started.network_override.as_ref().map(convert::network_override),
+        }))
+    }
+
+    async fn wait_task(
+        &self,
+        req: Request<pb::WaitTaskRequest>,
+    ) -> Result<Response<pb::WaitTaskResponse>, Status> {
+        let req = req.into_inner();
+        let result = self
+            .driver
+            .wait_task(Self::task_id(&req.task_id)?)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::WaitTaskResponse {
+            result: Some(convert::exit_result(&result)),
+            err: result.err.unwrap_or_default(),
+        }))
+    }
+
+    async fn stop_task(
+        &self,
+        req: Request<pb::StopTaskRequest>,
+    ) -> Result<Response<pb::StopTaskResponse>, Status> {
+        let req = req.into_inner();
+        let timeout = convert::duration(req.timeout.as_ref());
+        self.driver
+            .stop_task(Self::task_id(&req.task_id)?, timeout, req.signal)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::StopTaskResponse {}))
+    }
+
+    async fn destroy_task(
+        &self,
+        req: Request<pb::DestroyTaskRequest>,
+    ) -> Result<Response<pb::DestroyTaskResponse>, Status> {
+        let req = req.into_inner();
+        self.driver
+            .destroy_task(Self::task_id(&req.task_id)?, req.force)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DestroyTaskResponse {}))
+    }
+
+    async fn inspect_task(
+        &self,
+        req: Request<pb::InspectTaskRequest>,
+    ) -> Result<Response<pb::InspectTaskResponse>, Status> {
+        let req = req.into_inner();
+        let task = self
+            .driver
+            .inspect_task(Self::task_id(&req.task_id)?)
+            .map_err(to_status)?;
+        let exit = task.exit();
+        let status = pb::TaskStatus {
+            id: task.id.clone(),
+            name: task.name.clone(),
+            state: if exit.is_some() { pb::TaskState::Exited } else { pb::TaskState::Running } as i32,
+            started_at: Some(convert::timestamp(task.started_at)),
+            completed_at: Some(exit.as_ref().map_or(convert::GO_ZERO_TIME, |(_, at)| convert::timestamp(*at))),
+            result: Some(exit.as_ref().map(|(r, _)| convert::exit_result(r)).unwrap_or_default()),
+        };
+        Ok(Response::new(pb::InspectTaskResponse {
+            task: Some(status),
+            driver: Some(pb::TaskDriverStatus::default()),
+            network_override: None,
+        }))
+    }
+
+    type TaskStatsStream = RpcStream<pb::TaskStatsResponse>;
+
+    /// Per-task resource usage is not measured yet; the stream is kept open
+    /// (sending nothing) because Nomad re-calls a closed stats stream every
+    /// interval and logs each ending as an error.
+    async fn task_stats(
+        &self,
+        req: Request<pb::TaskStatsRequest>,
+    ) -> Result<Response<Self::TaskStatsStream>, Status> {
+        let req = req.into_inner();
+        self.driver
+            .inspect_task(Self::task_id(&req.task_id)?)
+            .map_err(to_status)?;
+        Ok(Response::new(Box::pin(tokio_stream::pending())))
+    }
+
+    type TaskEventsStream = RpcStream<pb::DriverTaskEvent>;
+
+    async fn task_events(
+        &self,
+        _: Request<pb::TaskEventsRequest>,
+    ) -> Result<Response<Self::TaskEventsStream>, Status> {
+        let mut events = self.driver.guest().host().events.subscribe();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Ok(ev) => {
+                            if tx.send(Ok(convert::task_event(&ev))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(dropped = n, "task events stream fell behind; events dropped");
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn signal_task(
+        &self,
+        req: Request<pb::SignalTaskRequest>,
+    ) -> Result<Response<pb::SignalTaskResponse>, Status> {
+        let req = req.into_inner();
+        self.driver
+            .signal_task(Self::task_id(&req.task_id)?, req.signal)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::SignalTaskResponse {}))
+    }
+
+    async fn exec_task(
+        &self,
+        req: Request<pb::ExecTaskRequest>,
+    ) -> Result<Response<pb::ExecTaskResponse>, Status> {
+        let req = req.into_inner();
+        self.driver
+            .inspect_task(Self::task_id(&req.task_id)?)
+            .map_err(to_status)?;
+        Err(Status::unimplemented(format!(
+            "driver {} does not support exec",
+            self.driver.manifest().info.name
+        )))
+    }
+
+    type ExecTaskStreamingStream = RpcStream<pb::ExecTaskStreamingResponse>;
+
+    async fn exec_task_streaming(
+        &self,
+        _: Request<Streaming<pb::ExecTaskStreamingRequest>>,
+    ) -> Result<Response<Self::ExecTaskStreamingStream>, Status> {
+        Err(Status::unimplemented(format!(
+            "driver {} does not support exec",
+            self.driver.manifest().info.name
+        )))
+    }
+
+    async fn create_network(
+        &self,
+        _: Request<pb::CreateNetworkRequest>,
+    ) -> Result<Response<pb::CreateNetworkResponse>, Status> {
+        Err(Status::unimplemented("this driver does not create networks"))
+    }
+
+    async fn destroy_network(
+        &self,
+        _: Request<pb::DestroyNetworkRequest>,
+    ) -> Result<Response<pb::DestroyNetworkResponse>, Status> {
+        Err(Status::unimplemented("this driver does not create networks"))
+    }
+
+    async fn init(&self, _: Request<pb::InitRequest>) -> Result<Response<pb::InitResponse>, Status> {
+        Ok(Response::new(pb::InitResponse {}))
+    }
+
+    async fn shutdown(
+        &self,
+        _: Request<pb::ShutdownRequest>,
+    ) -> Result<Response<pb::ShutdownResponse>, Status> {
+        Ok(Response::new(pb::ShutdownResponse {}))
+    }
+}
