@@ -44,6 +44,14 @@ pub const FLAGS: &[Flag] = &[
         repeatable: false,
     },
     Flag {
+        name: "--state-dir",
+        value: Some("DIR"),
+        help: "Where task supervisors keep their records (pids, exit statuses) so tasks \
+               survive host restarts. Default: /run/nomad-driver-wasm as root, else \
+               $XDG_RUNTIME_DIR/nomad-driver-wasm or /tmp/nomad-driver-wasm-<uid>.",
+        repeatable: false,
+    },
+    Flag {
         name: "--call-timeout",
         value: Some("MILLIS"),
         help: "Guest compute time allowed per call. Default: 5000.",
@@ -82,6 +90,7 @@ pub struct Options {
     pub allow_exec: Vec<String>,
     pub log_level: Option<String>,
     pub cache_dir: Option<Option<PathBuf>>,
+    pub state_dir: Option<PathBuf>,
     pub call_timeout: Duration,
     pub max_memory_mib: usize,
     pub fingerprint_interval: Duration,
@@ -96,6 +105,7 @@ impl Default for Options {
             allow_exec: Vec::new(),
             log_level: None,
             cache_dir: None,
+            state_dir: None,
             call_timeout: Duration::from_millis(5000),
             max_memory_mib: 64,
             fingerprint_interval: Duration::from_secs(30),
@@ -148,6 +158,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, UsageErr
             "--allow-exec" => o.allow_exec.push(v),
             "--log-level" => o.log_level = Some(v),
             "--cache-dir" => o.cache_dir = Some((!v.is_empty()).then(|| PathBuf::from(v))),
+            "--state-dir" => o.state_dir = Some(PathBuf::from(v)),
             "--call-timeout" => o.call_timeout = Duration::from_millis(number(flag.name, &v, "milliseconds")?),
             "--max-memory" => o.max_memory_mib = number(flag.name, &v, "a number of MiB")?,
             "--fingerprint-interval" => {
@@ -236,6 +247,18 @@ pub fn resolve_guest(opt: Option<&Path>, exe: &Path) -> Result<PathBuf, String> 
                 ))
             }
         }
+    }
+}
+
+/// The default supervisor state directory for this user.
+pub fn default_state_dir() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/nomad-driver-wasm");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("nomad-driver-wasm"),
+        None => std::env::temp_dir().join(format!("nomad-driver-wasm-{uid}")),
     }
 }
 

@@ -220,8 +220,8 @@ impl Driver {
         let started = match result {
             Ok(s) => s,
             Err(e) => {
-                for pid in &spawned {
-                    tracing::warn!(task_id = %id, process = %pid, "start-task failed; killing what it spawned");
+                if !spawned.is_empty() {
+                    tracing::warn!(task_id = %id, processes = spawned.len(), "start-task failed; killing what it spawned");
                 }
                 self.kill_processes(&id).await;
                 self.guest.host().processes.remove_task(&id);
@@ -251,7 +251,7 @@ impl Driver {
             let task = task.clone();
             tokio::spawn(async move { driver.watch_exit(task, main).await });
         }
-        let state = task.handle_state(self.guest.label(), self.guest.sha256(), main.map(|p| p.pid));
+        let state = task.handle_state(self.guest.label(), self.guest.sha256(), spawned, main.map(|p| p.pid));
         tracing::info!(task_id = %task.id, "task started");
         Ok(Started {
             task,
@@ -266,9 +266,16 @@ impl Driver {
         let raw = TaskResult {
             exit_code: status.code,
             signal: status.signal,
-            oom_killed: false,
-            err: None,
+            oom_killed: status.oom_killed,
+            err: status
+                .lost
+                .then(|| "the task's supervisor ended without recording its exit status".to_owned()),
         };
+        if status.lost {
+            // Nothing for the guest to interpret: the status is unknown.
+            task.set_exit(raw);
+            return;
+        }
         let result = match self.config().await {
             Ok(config) => {
                 let tref = task_ref(&task);
@@ -405,18 +412,63 @@ impl Driver {
         Ok(())
     }
 
-    /// Re-adopts a task from its handle after a host restart.
-    pub fn recover_task(&self, id: &str, driver_state: &[u8]) -> Result<(), DriverError> {
-        if self.tasks.contains(id) {
+    /// Re-adopts a task from its handle after a host restart: its
+    /// supervised processes are found from their records and watched again.
+    /// A task that ended meanwhile reports its recorded exit. Recovering a
+    /// task this host already knows is a no-op. Nothing is ever restarted.
+    pub async fn recover_task(
+        self: &Arc<Self>,
+        config: nomad_plugin_proto::drivers::TaskConfig,
+        driver_state: &[u8],
+    ) -> Result<(), DriverError> {
+        let id = config.id.clone();
+        if self.tasks.contains(&id) {
             return Ok(());
         }
         let state = HandleState::decode(driver_state).map_err(DriverError::InvalidRequest)?;
-        Err(DriverError::Host(format!(
-            "task {id} was started by an earlier host process (guest {}, pid {}); \
-             reattaching to such tasks is not supported by this host version",
-            state.guest,
-            state.main_pid.map(|p| p.to_string()).unwrap_or_else(|| "none".into())
-        )))
+        if state.version != crate::tasks::HANDLE_VERSION {
+            return Err(DriverError::InvalidRequest(format!(
+                "task {id}: handle version {} is not one this host reads (it writes {})",
+                state.version,
+                crate::tasks::HANDLE_VERSION
+            )));
+        }
+        if state.guest_sha256 != self.guest.sha256() {
+            tracing::warn!(task_id = %id, was = %state.guest_sha256, now = %self.guest.sha256(), "task was started by another build of the guest");
+        }
+        let procs = &self.guest.host().processes;
+        let mut adopted = Vec::new();
+        for p in state.processes.iter().chain(state.main_process.iter()) {
+            let proc = procs.adopt(p, Some(id.clone())).map_err(|e| {
+                DriverError::Host(format!("cannot recover task {id}: {e}"))
+            })?;
+            adopted.push(proc);
+        }
+        let main = state
+            .main_process
+            .as_ref()
+            .and_then(|m| adopted.iter().find(|p| &p.id == m).cloned());
+        let task = Arc::new(
+            Task::new(
+                id.clone(),
+                config.name.clone(),
+                config.alloc_id.clone(),
+                state.guest_state,
+                state.main_process,
+                config,
+            )
+            .with_started_at(state.started_at_unix_ns),
+        );
+        if !self.tasks.insert(task.clone()) {
+            return Ok(()); // recovered concurrently
+        }
+        if let Some(main) = main {
+            let driver = self.clone();
+            let task = task.clone();
+            tokio::spawn(async move { driver.watch_exit(task, main).await });
+        }
+        tracing::info!(task_id = %id, "task recovered");
+        Ok(())
     }
 }
 

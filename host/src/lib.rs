@@ -26,5 +26,6 @@ pub mod grants;
 pub mod logging;
 pub mod nomad;
 pub mod runtime;
+pub mod supervisor;
 pub mod tasks;
 pub mod transport;

@@ -11,6 +11,14 @@ use nomad_wasm_host::runtime::{self, CallLimits, Guest};
 use nomad_wasm_host::{cli, logging, transport};
 
 fn main() -> ExitCode {
+    // Supervisor mode first: it must stay tiny (no runtime, no wasmtime).
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(nomad_wasm_host::supervisor::SUBCOMMAND)) {
+        return match args.next() {
+            Some(dir) => nomad_wasm_host::supervisor::run(std::path::Path::new(&dir)),
+            None => ExitCode::from(2),
+        };
+    }
     let exe = std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("nomad-driver-wasm"));
     let binary = std::env::args()
         .next()
@@ -64,7 +72,8 @@ async fn run(opts: cli::Options, exe: &std::path::Path) -> Result<(), String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let host = HostContext::new(label, Grants::new(opts.allow_exec.clone()));
+    let state_dir = opts.state_dir.clone().unwrap_or_else(cli::default_state_dir);
+    let host = HostContext::new(label, Grants::new(opts.allow_exec.clone()), state_dir);
     let limits = CallLimits {
         deadline: opts.call_timeout,
         max_memory: opts.max_memory_mib << 20,

@@ -86,14 +86,27 @@ impl Task {
         })
     }
 
+    /// The start time recorded in a handle (for a recovered task).
+    pub fn with_started_at(mut self, unix_ns: u64) -> Self {
+        self.started_at = UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns);
+        self
+    }
+
     /// The driver state the host stores in Nomad's task handle.
-    pub fn handle_state(&self, guest: &str, guest_sha256: &str, main_pid: Option<u32>) -> HandleState {
+    pub fn handle_state(
+        &self,
+        guest: &str,
+        guest_sha256: &str,
+        processes: Vec<String>,
+        main_pid: Option<u32>,
+    ) -> HandleState {
         HandleState {
             version: HANDLE_VERSION,
             guest: guest.to_owned(),
             guest_sha256: guest_sha256.to_owned(),
             guest_state: self.guest_state.clone(),
             main_process: self.main_process.clone(),
+            processes,
             main_pid,
             started_at_unix_ns: self
                 .started_at
@@ -116,6 +129,10 @@ pub struct HandleState {
     pub guest_sha256: String,
     pub guest_state: Vec<u8>,
     pub main_process: Option<String>,
+    /// Every supervised process of the task (record names in the state
+    /// dir), the main one included.
+    #[serde(default)]
+    pub processes: Vec<String>,
     pub main_pid: Option<u32>,
     pub started_at_unix_ns: u64,
 }
@@ -201,7 +218,7 @@ mod tests {
     #[test]
     fn handle_state_round_trips() {
         let t = task("x");
-        let s = t.handle_state("hello.wasm", "abc", Some(42));
+        let s = t.handle_state("hello.wasm", "abc", vec!["p-1".into()], Some(42));
         assert_eq!(HandleState::decode(&s.encode()).unwrap(), s);
         assert!(HandleState::decode(b"\x00garbage").is_err());
     }

@@ -150,6 +150,7 @@ impl Driver for Hello {
             args: vec!["--version".into()],
             env: vec![],
             cwd: None,
+            user: None,
         };
         match process::run(&cmd, 5_000) {
             Ok(out) if out.status.code == 0 => {
@@ -188,6 +189,7 @@ impl Driver for Hello {
                     .collect(),
                 env: task.env,
                 cwd: (!task.alloc_dir.is_empty()).then_some(task_dir),
+                user: (!task.user.is_empty()).then_some(task.user),
             },
             stdout: Output::TaskStdout,
             stderr: Output::TaskStderr,

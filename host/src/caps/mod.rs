@@ -29,12 +29,14 @@ pub struct HostContext {
 }
 
 impl HostContext {
-    pub fn new(guest: String, grants: Grants) -> Arc<Self> {
+    /// `state_dir` holds the supervisors' records; it must survive host
+    /// restarts (not the socket directory).
+    pub fn new(guest: String, grants: Grants, state_dir: std::path::PathBuf) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         Arc::new(HostContext {
             guest,
             grants,
-            processes: Arc::new(ProcessTable::default()),
+            processes: Arc::new(ProcessTable::new(state_dir)),
             events,
         })
     }

@@ -12,7 +12,9 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command as StdCommand, Stdio};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,7 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use crate::runtime::CallState;
+use crate::supervisor;
 use crate::runtime::bindings::nomad::driver::process::{
     Command, Host, Output, ProcessError, RunOutput, SpawnSpec,
 };
@@ -34,15 +37,30 @@ pub struct ProcExit {
     pub code: i32,
     /// The signal that killed it, or 0.
     pub signal: i32,
+    pub oom_killed: bool,
+    /// The supervisor vanished without recording an exit: the status is
+    /// unknown.
+    pub lost: bool,
+}
+
+impl ProcExit {
+    const LOST: ProcExit = ProcExit { code: -1, signal: 0, oom_killed: false, lost: true };
 }
 
 impl From<std::process::ExitStatus> for ProcExit {
     fn from(s: std::process::ExitStatus) -> Self {
-        match (s.code(), s.signal()) {
-            (Some(code), _) => ProcExit { code, signal: 0 },
-            (None, Some(sig)) => ProcExit { code: 128 + sig, signal: sig },
-            (None, None) => ProcExit { code: -1, signal: 0 },
-        }
+        let (code, signal) = match (s.code(), s.signal()) {
+            (Some(code), _) => (code, 0),
+            (None, Some(sig)) => (128 + sig, sig),
+            (None, None) => (-1, 0),
+        };
+        ProcExit { code, signal, oom_killed: false, lost: false }
+    }
+}
+
+impl From<supervisor::Exited> for ProcExit {
+    fn from(e: supervisor::Exited) -> Self {
+        ProcExit { code: e.code, signal: e.signal, oom_killed: e.oom_killed, lost: false }
     }
 }
 
@@ -51,17 +69,20 @@ impl From<ProcExit> for ExitStatus {
         ExitStatus {
             code: e.code,
             signal: e.signal,
-            oom_killed: false,
+            oom_killed: e.oom_killed,
         }
     }
 }
 
-/// One process the host started for a guest.
+/// One supervised process.
 #[derive(Debug)]
 pub struct Proc {
+    /// Stable id: the name of its state directory.
     pub id: String,
+    /// The task process (also its process group id).
     pub pid: u32,
     pub task_id: Option<String>,
+    pub dir: PathBuf,
     exit: watch::Receiver<Option<ProcExit>>,
 }
 
@@ -75,15 +96,17 @@ impl Proc {
     pub async fn wait(&self) -> ProcExit {
         let mut rx = self.exit.clone();
         match rx.wait_for(Option::is_some).await {
-            Ok(v) => v.unwrap_or(ProcExit { code: -1, signal: 0 }),
-            // The waiter task is gone without a result: the runtime is
-            // shutting down. Report an unknown exit rather than hang.
-            Err(_) => ProcExit { code: -1, signal: 0 },
+            Ok(v) => v.unwrap_or(ProcExit::LOST),
+            // The waiter is gone without a result: the runtime is shutting
+            // down. Report an unknown exit rather than hang.
+            Err(_) => ProcExit::LOST,
         }
     }
 
     /// Sends `signal` to the process's group (the whole task tree). A
-    /// process that has already exited is not an error.
+    /// process that has already exited is not an error. While the exit is
+    /// unrecorded the supervisor has not reaped the leader, so its pid (and
+    /// group id) cannot have been reused.
     pub fn signal(&self, signal: Signal) -> Result<(), String> {
         if self.status().is_some() {
             return Ok(());
@@ -96,14 +119,25 @@ impl Proc {
     }
 }
 
-/// Every process the host started, by id.
-#[derive(Debug, Default)]
+/// Every supervised process, by id, and the directory their records live in.
+#[derive(Debug)]
 pub struct ProcessTable {
+    state_dir: PathBuf,
     procs: Mutex<HashMap<String, Arc<Proc>>>,
-    seq: AtomicU64,
 }
 
+/// How long a starting supervisor may take to report.
+const SUPERVISOR_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl ProcessTable {
+    pub fn new(state_dir: PathBuf) -> Self {
+        ProcessTable { state_dir, procs: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Proc>> {
         self.procs.lock().ok()?.get(id).cloned()
     }
@@ -121,45 +155,169 @@ impl ProcessTable {
             .unwrap_or_default()
     }
 
-    /// Forgets the processes of a task (after it is destroyed).
+    /// Forgets the processes of a task and deletes their records.
     pub fn remove_task(&self, task_id: &str) {
-        if let Ok(mut m) = self.procs.lock() {
-            m.retain(|_, p| p.task_id.as_deref() != Some(task_id));
+        let removed: Vec<Arc<Proc>> = match self.procs.lock() {
+            Ok(mut m) => {
+                let ids: Vec<String> = m
+                    .iter()
+                    .filter(|(_, p)| p.task_id.as_deref() == Some(task_id))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                ids.iter().filter_map(|id| m.remove(id)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for p in removed {
+            if let Err(e) = std::fs::remove_dir_all(&p.dir) {
+                tracing::warn!(dir = %p.dir.display(), error = %e, "cannot remove process records");
+            }
         }
     }
 
-    fn insert(&self, pid: u32, task_id: Option<String>, exit: watch::Receiver<Option<ProcExit>>) -> Arc<Proc> {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{pid}-{n}");
-        let proc = Arc::new(Proc { id: id.clone(), pid, task_id, exit });
+    fn insert(&self, proc: Proc) -> Arc<Proc> {
+        let proc = Arc::new(proc);
         if let Ok(mut m) = self.procs.lock() {
-            m.insert(id, proc.clone());
+            m.insert(proc.id.clone(), proc.clone());
         }
         proc
     }
 
-    /// Starts a process and a waiter that records its exit. Must be called
-    /// from within a tokio runtime (guest calls run on its blocking pool).
-    pub fn spawn(&self, mut cmd: StdCommand, task_id: Option<String>) -> Result<Arc<Proc>, String> {
+    fn new_dir(&self, task_id: Option<&str>) -> Result<(String, PathBuf), String> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.state_dir)
+            .map_err(|e| format!("creating state dir {}: {e}", self.state_dir.display()))?;
+        let stem: String = task_id
+            .unwrap_or("proc")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+            .take(96)
+            .collect();
+        for _ in 0..16 {
+            let id = format!("{stem}-{:08x}", rand::random::<u32>());
+            let dir = self.state_dir.join(&id);
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok((id, dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("creating {}: {e}", dir.display())),
+            }
+        }
+        Err("could not find a free process record name".into())
+    }
+
+    /// Starts `spec` under a supervisor (see [`supervisor`]) and a waiter
+    /// that records its exit. Blocks until the supervisor reports that the
+    /// process runs. Must be called from within a tokio runtime.
+    pub fn spawn(
+        &self,
+        spec: supervisor::Spec,
+        stdout: Stdio,
+        stderr: Stdio,
+        task_id: Option<String>,
+    ) -> Result<Arc<Proc>, String> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| "no async runtime to supervise the process".to_string())?;
         let _guard = handle.enter();
-        let mut child = tokio::process::Command::from(std::mem::replace(&mut cmd, StdCommand::new("/")))
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let pid = child.id().ok_or("the process exited before it could be tracked")?;
+        let (id, dir) = self.new_dir(task_id.as_deref())?;
+        let cleanup = |msg: String| {
+            let _ = std::fs::remove_dir_all(&dir);
+            msg
+        };
+        supervisor::write_json(&dir, supervisor::SPEC_FILE, &spec)
+            .map_err(|e| cleanup(format!("writing the process spec: {e}")))?;
+        let (host_end, shim_end) =
+            UnixStream::pair().map_err(|e| cleanup(format!("creating the control socket: {e}")))?;
+        let mut child = {
+            // /proc/self/exe still works if the binary was replaced on disk.
+            let mut cmd = tokio::process::Command::new("/proc/self/exe");
+            cmd.arg(supervisor::SUBCOMMAND)
+                .arg(&dir)
+                .stdin(Stdio::from(OwnedFd::from(shim_end)))
+                .stdout(stdout)
+                .stderr(stderr)
+                .kill_on_drop(false);
+            cmd.spawn().map_err(|e| cleanup(format!("starting the supervisor: {e}")))?
+            // `cmd` drops here, closing our copy of the supervisor's end.
+        };
+        let _ = host_end.set_read_timeout(Some(SUPERVISOR_REPORT_TIMEOUT));
+        if let Err(e) = supervisor::read_report(&host_end) {
+            let _ = child.start_kill();
+            return Err(cleanup(e));
+        }
+        let started: supervisor::Started = supervisor::read_json(&dir, supervisor::STARTED_FILE)
+            .map_err(|e| cleanup(format!("reading the supervisor's start record: {e}")))?;
         let (tx, rx) = watch::channel(None);
+        let exit_dir = dir.clone();
         handle.spawn(async move {
-            let exit = match child.wait().await {
-                Ok(status) => ProcExit::from(status),
-                Err(e) => {
-                    tracing::error!(pid, error = %e, "waiting for process failed");
-                    ProcExit { code: -1, signal: 0 }
-                }
-            };
-            let _ = tx.send(Some(exit));
+            // The supervisor exits right after recording the task's exit.
+            let _ = child.wait().await;
+            let _ = tx.send(Some(read_exit(&exit_dir)));
         });
-        Ok(self.insert(pid, task_id, rx))
+        Ok(self.insert(Proc { id, pid: started.pid, task_id, dir, exit: rx }))
+    }
+
+    /// Re-adopts a process started by an earlier host process, from its
+    /// records. Never restarts anything.
+    pub fn adopt(&self, id: &str, task_id: Option<String>) -> Result<Arc<Proc>, String> {
+        if let Some(p) = self.get(id) {
+            return Ok(p);
+        }
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(format!("{id:?} is not a process record name"));
+        }
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| "no async runtime to supervise the process".to_string())?;
+        let _guard = handle.enter();
+        let dir = self.state_dir.join(id);
+        let started: supervisor::Started = supervisor::read_json(&dir, supervisor::STARTED_FILE)
+            .map_err(|e| format!("no usable record of process {id} in {}: {e}", dir.display()))?;
+        let (tx, rx) = watch::channel(None);
+        match watch_supervisor(&started) {
+            Some(pidfd) => {
+                let exit_dir = dir.clone();
+                handle.spawn(async move {
+                    if let Ok(fd) = pidfd_async(pidfd) {
+                        // A pidfd turns readable when the process exits.
+                        let _ = fd.readable().await;
+                    }
+                    let _ = tx.send(Some(read_exit(&exit_dir)));
+                });
+            }
+            // The supervisor is gone: the task ended while no host ran.
+            None => {
+                let _ = tx.send(Some(read_exit(&dir)));
+            }
+        }
+        Ok(self.insert(Proc { id: id.to_owned(), pid: started.pid, task_id, dir, exit: rx }))
+    }
+}
+
+/// A pidfd for the recorded supervisor if it is still that same process.
+fn watch_supervisor(started: &supervisor::Started) -> Option<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(started.supervisor_pid as i32)?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok()?;
+    // Checked after opening: the pidfd pins the process, so a match now
+    // means the fd refers to our supervisor, not a reused pid.
+    (supervisor::start_time(started.supervisor_pid) == Some(started.supervisor_start_time)).then_some(fd)
+}
+
+#[allow(unsafe_code)]
+fn pidfd_async(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open
+    // for exactly as long as it is registered.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+fn read_exit(dir: &Path) -> ProcExit {
+    match supervisor::read_json::<supervisor::Exited>(dir, supervisor::EXITED_FILE) {
+        Ok(e) => e.into(),
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "supervisor ended without recording an exit");
+            ProcExit::LOST
+        }
     }
 }
 
@@ -235,17 +393,33 @@ impl Host for CallState {
     }
 
     fn spawn(&mut self, spec: SpawnSpec) -> Result<String, ProcessError> {
-        let mut cmd = build_command(&self.host, &spec.command)?;
+        let program = self
+            .host
+            .grants
+            .check_exec(&spec.command.program)
+            .map_err(|e| ProcessError::NotGranted(e.to_string()))?;
+        if let Some(dir) = &spec.command.cwd {
+            if !Path::new(dir).is_dir() {
+                return Err(ProcessError::NotFound(format!("working directory {dir} does not exist")));
+            }
+        }
         let (out, err, task_id) = match &self.task {
             Some(t) => (t.stdout_path.clone(), t.stderr_path.clone(), Some(t.id.clone())),
             None => (String::new(), String::new(), None),
         };
+        let sup = supervisor::Spec {
+            program: program.to_string_lossy().into_owned(),
+            args: spec.command.args.clone(),
+            env: spec.command.env.clone(),
+            cwd: spec.command.cwd.clone(),
+            user: spec.command.user.clone(),
+        };
         let host = self.host.clone();
         let proc = self.blocking(|_| {
-            cmd.stdout(open_output(spec.stdout, &out, &err)?);
-            cmd.stderr(open_output(spec.stderr, &out, &err)?);
+            let stdout = open_output(spec.stdout, &out, &err)?;
+            let stderr = open_output(spec.stderr, &out, &err)?;
             host.processes
-                .spawn(cmd, task_id)
+                .spawn(sup, stdout, stderr, task_id)
                 .map_err(|e| spawn_error(&spec.command.program, e))
         })?;
         tracing::debug!(guest = %self.host.guest, pid = proc.pid, program = %spec.command.program, "process spawned");
@@ -339,8 +513,9 @@ mod tests {
     #[test]
     fn exit_by_signal_reports_128_plus_signal() {
         let status = std::process::ExitStatus::from_raw(9); // killed by SIGKILL
-        assert_eq!(ProcExit::from(status), ProcExit { code: 137, signal: 9 });
+        let e = ProcExit::from(status);
+        assert_eq!((e.code, e.signal, e.lost), (137, 9, false));
         let status = std::process::ExitStatus::from_raw(3 << 8); // exit(3)
-        assert_eq!(ProcExit::from(status), ProcExit { code: 3, signal: 0 });
+        assert_eq!((ProcExit::from(status).code, ProcExit::from(status).signal), (3, 0));
     }
 }

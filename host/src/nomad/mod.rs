@@ -176,9 +176,12 @@ impl DriverService for NomadPlugin {
             .map(|c| c.id.clone())
             .filter(|id| !id.is_empty())
             .unwrap_or(req.task_id);
-        let id = Self::task_id(&id)?;
+        Self::task_id(&id)?;
+        let mut config = handle.config.unwrap_or_default();
+        config.id = id;
         self.driver
-            .recover_task(id, &handle.driver_state)
+            .recover_task(config, &handle.driver_state)
+            .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RecoverTaskResponse {}))
     }

@@ -111,6 +111,16 @@ pub struct CallState {
     limits: StoreLimits,
 }
 
+impl std::fmt::Debug for CallState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallState")
+            .field("guest", &self.host.guest)
+            .field("task", &self.task)
+            .field("host_time", &self.host_time)
+            .finish_non_exhaustive()
+    }
+}
+
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

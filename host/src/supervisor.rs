@@ -1,0 +1,269 @@
+//! The per-process supervisor: the host binary re-executed in a tiny mode
+//! that never loads wasmtime or tokio.
+//!
+//! Why: Nomad kills and relaunches driver plugins (agent restarts,
+//! upgrades), and tasks must survive that with their exit status intact. A
+//! direct child of a killed host is re-parented to init and its exit status
+//! is gone. So every task process gets a supervisor that
+//! - starts a new session (signals for the agent or host never reach it),
+//! - starts the task in its own process group, with the task's stdout and
+//!   stderr FIFO write ends (it holds them too),
+//! - records the task's pid and start time in `started.json`,
+//! - reaps the task and writes `exited.json` atomically, then exits.
+//!
+//! Everything lives in one directory per process under the host's state
+//! dir, so a new host process can adopt it: it checks the supervisor's pid
+//! *and* start time (pids are reused), watches it with a pidfd, and reads
+//! `exited.json` when it is gone. A task that ended while no host was
+//! running is reported with its real exit status; nothing is restarted.
+//!
+//! The host and a starting supervisor talk over a socket on the
+//! supervisor's stdin: one line, `ok` or `error <text>`.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The hidden first argument that selects supervisor mode.
+pub const SUBCOMMAND: &str = "__supervise";
+
+pub const SPEC_FILE: &str = "spec.json";
+pub const STARTED_FILE: &str = "started.json";
+pub const EXITED_FILE: &str = "exited.json";
+pub const LOG_FILE: &str = "supervisor.log";
+
+/// What to run; written by the host before it starts the supervisor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Spec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    /// Run as this user (name or numeric uid) with its primary group.
+    pub user: Option<String>,
+}
+
+/// Written by the supervisor once the task process exists.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Started {
+    pub pid: u32,
+    /// `/proc/<pid>/stat` start time, in clock ticks since boot.
+    pub start_time: u64,
+    pub supervisor_pid: u32,
+    pub supervisor_start_time: u64,
+}
+
+/// Written by the supervisor when the task process has been reaped.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Exited {
+    pub code: i32,
+    pub signal: i32,
+    pub oom_killed: bool,
+    pub at_unix_ns: u64,
+}
+
+/// A process's start time from `/proc/<pid>/stat` (field 22), which
+/// together with the pid identifies a process across pid reuse.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses; the
+    // fields after the last ')' are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Writes `value` as JSON to `dir/name` atomically (temp file + rename).
+pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> std::io::Result<T> {
+    let bytes = std::fs::read(dir.join(name))?;
+    serde_json::from_slice(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Reports to the host on the control socket (our stdin). Failing to
+/// report is not fatal: the host then sees the socket close.
+fn report(line: &str) {
+    let stdin = std::io::stdin();
+    let _ = rustix::io::write(stdin.as_fd(), format!("{line}\n").as_bytes());
+}
+
+fn log(dir: &Path, msg: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(LOG_FILE)) {
+        let _ = writeln!(f, "{msg}");
+    }
+}
+
+fn resolve_user(user: &str) -> Result<(u32, u32), String> {
+    let found = match user.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
+        Err(_) => nix::unistd::User::from_name(user),
+    };
+    match found {
+        Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw())),
+        Ok(None) => Err(format!("user {user:?} does not exist on this host")),
+        Err(e) => Err(format!("looking up user {user:?}: {e}")),
+    }
+}
+
+/// Supervisor mode: `<binary> __supervise <dir>`. Returns the process's
+/// exit code (0 once the task's exit is recorded).
+pub fn run(dir: &Path) -> ExitCode {
+    match supervise(dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            log(dir, &msg);
+            report(&format!("error {}", msg.replace('\n', " ")));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn supervise(dir: &Path) -> Result<(), String> {
+    // Our own session: the agent's or host's process-group signals (Ctrl-C,
+    // a group kill of the host) must not reach the supervisor.
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    let spec: Spec = read_json(dir, SPEC_FILE).map_err(|e| format!("reading {SPEC_FILE}: {e}"))?;
+
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .process_group(0);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    if let Some(user) = spec.user.as_deref().filter(|u| !u.is_empty()) {
+        let (uid, gid) = resolve_user(user)?;
+        cmd.uid(uid).gid(gid);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", spec.program))?;
+
+    let me = std::process::id();
+    let started = Started {
+        pid: child.id(),
+        start_time: start_time(child.id()).unwrap_or(0),
+        supervisor_pid: me,
+        supervisor_start_time: start_time(me).unwrap_or(0),
+    };
+    if let Err(e) = write_json(dir, STARTED_FILE, &started) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("recording the task's start: {e}"));
+    }
+    report("ok");
+    // Close the control socket: the host may be gone later, and nothing
+    // else is ever said on it.
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdin(&null);
+    }
+
+    let status = loop {
+        match child.wait() {
+            Ok(s) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log(dir, &format!("waiting for the task: {e}"));
+                return Err(format!("waiting for the task: {e}"));
+            }
+        }
+    };
+    let (code, signal) = match (status.code(), status.signal()) {
+        (Some(c), _) => (c, 0),
+        (None, Some(s)) => (128 + s, s),
+        (None, None) => (-1, 0),
+    };
+    let exited = Exited {
+        code,
+        signal,
+        oom_killed: false,
+        at_unix_ns: now_ns(),
+    };
+    write_json(dir, EXITED_FILE, &exited).map_err(|e| format!("recording the task's exit: {e}"))
+}
+
+/// Host side: reads the supervisor's one-line report.
+pub fn read_report(mut sock: impl Read) -> Result<(), String> {
+    let mut buf = Vec::with_capacity(64);
+    let mut byte = [0u8; 1];
+    loop {
+        match sock.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => {
+                if buf.len() < 4096 {
+                    buf.push(byte[0]);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("no word from the supervisor: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    match line.split_once(' ') {
+        _ if line == "ok" => Ok(()),
+        Some(("error", msg)) => Err(msg.to_owned()),
+        _ if line.is_empty() => Err("the supervisor exited without reporting".into()),
+        _ => Err(format!("unexpected supervisor report {line:?}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_identifies_this_process() {
+        let me = std::process::id();
+        let t = start_time(me).unwrap();
+        assert!(t > 0);
+        assert_eq!(start_time(me), Some(t));
+        assert_eq!(start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn json_files_are_written_atomically_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Exited { code: 3, signal: 0, oom_killed: false, at_unix_ns: 1 };
+        write_json(dir.path(), EXITED_FILE, &e).unwrap();
+        assert_eq!(read_json::<Exited>(dir.path(), EXITED_FILE).unwrap(), e);
+        assert!(!dir.path().join(".exited.json.tmp").exists());
+    }
+
+    #[test]
+    fn reports_parse() {
+        assert!(read_report(&b"ok\n"[..]).is_ok());
+        assert_eq!(read_report(&b"error starting /x: nope\n"[..]).unwrap_err(), "starting /x: nope");
+        assert!(read_report(&b""[..]).unwrap_err().contains("without reporting"));
+    }
+
+    #[test]
+    fn unknown_users_are_named() {
+        assert!(resolve_user("no-such-user-xyz").unwrap_err().contains("no-such-user-xyz"));
+        assert_eq!(resolve_user("0").unwrap(), (0, 0));
+    }
+}
