@@ -159,7 +159,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, UsageErr
             "--log-level" => o.log_level = Some(v),
             "--cache-dir" => o.cache_dir = Some((!v.is_empty()).then(|| PathBuf::from(v))),
             "--state-dir" => o.state_dir = Some(PathBuf::from(v)),
-            "--call-timeout" => o.call_timeout = Duration::from_millis(number(flag.name, &v, "milliseconds")?),
+            "--call-timeout" => {
+                o.call_timeout = Duration::from_millis(number(flag.name, &v, "milliseconds")?)
+            }
             "--max-memory" => o.max_memory_mib = number(flag.name, &v, "a number of MiB")?,
             "--fingerprint-interval" => {
                 let secs: u64 = number(flag.name, &v, "a number of seconds")?;
@@ -199,7 +201,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     for word in text.split_whitespace() {
         let line = lines.last_mut().map(|l| (l.len(), l));
         match line {
-            Some((len, l)) if len == 0 => l.push_str(word),
+            Some((0, l)) => l.push_str(word),
             Some((len, l)) if len + 1 + word.len() <= width => {
                 l.push(' ');
                 l.push_str(word);
@@ -285,8 +287,13 @@ mod tests {
     #[test]
     fn parses_the_plugin_block_args() {
         let o = parse(args(&[
-            "--guest", "hello.wasm", "--allow-exec", "/usr/bin/bash", "--allow-exec=/usr/bin/fish",
-            "--call-timeout", "250",
+            "--guest",
+            "hello.wasm",
+            "--allow-exec",
+            "/usr/bin/bash",
+            "--allow-exec=/usr/bin/fish",
+            "--call-timeout",
+            "250",
         ]))
         .unwrap();
         assert_eq!(o.guest, Some(PathBuf::from("hello.wasm")));
@@ -296,10 +303,30 @@ mod tests {
 
     #[test]
     fn bad_arguments_say_what_is_wrong() {
-        assert!(parse(args(&["--bogus"])).unwrap_err().to_string().contains("unknown argument \"--bogus\""));
-        assert!(parse(args(&["--guest"])).unwrap_err().to_string().contains("--guest needs a value: PATH"));
-        assert!(parse(args(&["--guest", "a", "--guest", "b"])).unwrap_err().to_string().contains("twice"));
-        assert!(parse(args(&["--call-timeout", "soon"])).unwrap_err().to_string().contains("milliseconds"));
+        assert!(
+            parse(args(&["--bogus"]))
+                .unwrap_err()
+                .to_string()
+                .contains("unknown argument \"--bogus\"")
+        );
+        assert!(
+            parse(args(&["--guest"]))
+                .unwrap_err()
+                .to_string()
+                .contains("--guest needs a value: PATH")
+        );
+        assert!(
+            parse(args(&["--guest", "a", "--guest", "b"]))
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+        assert!(
+            parse(args(&["--call-timeout", "soon"]))
+                .unwrap_err()
+                .to_string()
+                .contains("milliseconds")
+        );
     }
 
     #[test]
@@ -317,7 +344,13 @@ mod tests {
         let err = resolve_guest(None, &exe).unwrap_err();
         assert!(err.contains("hello.wasm"), "{err}");
         std::fs::write(dir.path().join("hello.wasm"), b"").unwrap();
-        assert_eq!(resolve_guest(None, &exe).unwrap(), dir.path().join("hello.wasm"));
-        assert_eq!(resolve_guest(Some(Path::new("hello.wasm")), &exe).unwrap(), dir.path().join("hello.wasm"));
+        assert_eq!(
+            resolve_guest(None, &exe).unwrap(),
+            dir.path().join("hello.wasm")
+        );
+        assert_eq!(
+            resolve_guest(Some(Path::new("hello.wasm")), &exe).unwrap(),
+            dir.path().join("hello.wasm")
+        );
     }
 }

@@ -10,8 +10,8 @@ use crate::caps::TaskContext;
 use crate::caps::process::Proc;
 use crate::runtime::bindings::exports::nomad::driver::driver::Guest as DriverExports;
 use crate::runtime::bindings::nomad::driver::types::{
-    self as wit, DriverCapabilities as Capabilities, DriverError as GuestRefusal, FingerprintReport as Fingerprint, NomadConfig, PluginInfo,
-    Spec,
+    self as wit, DriverCapabilities as Capabilities, DriverError as GuestRefusal,
+    FingerprintReport as Fingerprint, NomadConfig, PluginInfo, Spec,
 };
 use crate::runtime::{CallState, Guest, GuestError};
 use crate::tasks::{HandleState, Task, TaskResult, TaskTable};
@@ -153,9 +153,15 @@ impl Driver {
     }
 
     /// Validates and stores the agent config.
-    pub async fn set_config(&self, msgpack: Vec<u8>, nomad: Option<NomadConfig>) -> Result<(), DriverError> {
+    pub async fn set_config(
+        &self,
+        msgpack: Vec<u8>,
+        nomad: Option<NomadConfig>,
+    ) -> Result<(), DriverError> {
         let config = self
-            .call("set-config", None, move |g, s| g.call_set_config(s, &msgpack, nomad))
+            .call("set-config", None, move |g, s| {
+                g.call_set_config(s, &msgpack, nomad)
+            })
             .await?
             .map_err(|e| self.refused("set-config", e))?;
         if let Ok(mut slot) = self.config.write() {
@@ -170,12 +176,20 @@ impl Driver {
             return Ok(c);
         }
         self.set_config(Vec::new(), None).await?;
-        Ok(self.config.read().ok().and_then(|c| c.clone()).unwrap_or_default())
+        Ok(self
+            .config
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .unwrap_or_default())
     }
 
     pub async fn fingerprint(&self) -> Result<Fingerprint, DriverError> {
         let config = self.config().await?;
-        self.call("fingerprint", None, move |g, s| g.call_fingerprint(s, &config)).await
+        self.call("fingerprint", None, move |g, s| {
+            g.call_fingerprint(s, &config)
+        })
+        .await
     }
 
     /// Starts a task: the guest validates its config and spawns what it
@@ -204,7 +218,12 @@ impl Driver {
         let outcome = self
             .call("start-task", Some(ctx), move |g, s| {
                 let r = g.call_start_task(&mut *s, &config, &spec)?;
-                let spawned = s.data().task.as_ref().map(|t| t.spawned.clone()).unwrap_or_default();
+                let spawned = s
+                    .data()
+                    .task
+                    .as_ref()
+                    .map(|t| t.spawned.clone())
+                    .unwrap_or_default();
                 Ok((r, spawned))
             })
             .await;
@@ -230,7 +249,9 @@ impl Driver {
         };
         let main = match &started.main_process {
             Some(pid) => Some(self.guest.host().processes.get(pid).ok_or_else(|| {
-                DriverError::Host(format!("the guest named main process {pid:?}, which it did not spawn"))
+                DriverError::Host(format!(
+                    "the guest named main process {pid:?}, which it did not spawn"
+                ))
             })?),
             None => None,
         };
@@ -251,7 +272,12 @@ impl Driver {
             let task = task.clone();
             tokio::spawn(async move { driver.watch_exit(task, main).await });
         }
-        let state = task.handle_state(self.guest.label(), self.guest.sha256(), spawned, main.map(|p| p.pid));
+        let state = task.handle_state(
+            self.guest.label(),
+            self.guest.sha256(),
+            spawned,
+            main.map(|p| p.pid),
+        );
         tracing::info!(task_id = %task.id, "task started");
         Ok(Started {
             task,
@@ -267,9 +293,9 @@ impl Driver {
             exit_code: status.code,
             signal: status.signal,
             oom_killed: status.oom_killed,
-            err: status
-                .lost
-                .then(|| "the task's supervisor ended without recording its exit status".to_owned()),
+            err: status.lost.then(|| {
+                "the task's supervisor ended without recording its exit status".to_owned()
+            }),
         };
         if status.lost {
             // Nothing for the guest to interpret: the status is unknown.
@@ -305,7 +331,9 @@ impl Driver {
     }
 
     fn task(&self, id: &str) -> Result<Arc<Task>, DriverError> {
-        self.tasks.get(id).ok_or_else(|| DriverError::TaskNotFound(id.to_owned()))
+        self.tasks
+            .get(id)
+            .ok_or_else(|| DriverError::TaskNotFound(id.to_owned()))
     }
 
     pub fn inspect_task(&self, id: &str) -> Result<Arc<Task>, DriverError> {
@@ -319,7 +347,12 @@ impl Driver {
 
     /// Asks the guest to stop the task with `signal`, waits up to `timeout`,
     /// then kills whatever is left. Returns once the task is dead.
-    pub async fn stop_task(&self, id: &str, timeout: Duration, signal: String) -> Result<(), DriverError> {
+    pub async fn stop_task(
+        &self,
+        id: &str,
+        timeout: Duration,
+        signal: String,
+    ) -> Result<(), DriverError> {
         let task = self.task(id)?;
         if task.exit().is_some() {
             return Ok(());
@@ -332,12 +365,18 @@ impl Driver {
             let tref = task_ref(&task);
             let sig = signal.clone();
             let asked = self
-                .call("stop-task", Some(task_context(&task)), move |g, s| g.call_stop_task(s, &config, &tref, &sig))
+                .call("stop-task", Some(task_context(&task)), move |g, s| {
+                    g.call_stop_task(s, &config, &tref, &sig)
+                })
                 .await;
             match asked {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(task_id = id, error = %self.refused("stop-task", e), "guest could not stop the task; killing it"),
-                Err(e) => tracing::warn!(task_id = id, error = %e, "guest failed in stop-task; killing the task"),
+                Ok(Err(e)) => {
+                    tracing::warn!(task_id = id, error = %self.refused("stop-task", e), "guest could not stop the task; killing it")
+                }
+                Err(e) => {
+                    tracing::warn!(task_id = id, error = %e, "guest failed in stop-task; killing the task")
+                }
             }
             if task.main_process.is_none() {
                 // Nothing the host supervises: the guest's stop is the stop.
@@ -347,15 +386,25 @@ impl Driver {
             if tokio::time::timeout(timeout, task.wait()).await.is_ok() {
                 return Ok(());
             }
-            tracing::info!(task_id = id, ?timeout, "task did not stop in time; killing it");
+            tracing::info!(
+                task_id = id,
+                ?timeout,
+                "task did not stop in time; killing it"
+            );
         }
         self.kill_processes(id).await;
         if task.main_process.is_none() {
-            task.set_exit(TaskResult { exit_code: 137, signal: 9, ..Default::default() });
+            task.set_exit(TaskResult {
+                exit_code: 137,
+                signal: 9,
+                ..Default::default()
+            });
         }
         match tokio::time::timeout(KILL_GRACE, task.wait()).await {
             Ok(_) => Ok(()),
-            Err(_) => Err(DriverError::Host(format!("task {id} is still alive {KILL_GRACE:?} after SIGKILL"))),
+            Err(_) => Err(DriverError::Host(format!(
+                "task {id} is still alive {KILL_GRACE:?} after SIGKILL"
+            ))),
         }
     }
 
@@ -399,13 +448,19 @@ impl Driver {
                 )));
             }
             self.kill_processes(id).await;
-            task.set_exit(TaskResult { exit_code: 137, signal: 9, ..Default::default() });
+            task.set_exit(TaskResult {
+                exit_code: 137,
+                signal: 9,
+                ..Default::default()
+            });
         }
         let config = self.config().await?;
         let tref = task_ref(&task);
-        self.call("destroy-task", Some(task_context(&task)), move |g, s| g.call_destroy_task(s, &config, &tref))
-            .await?
-            .map_err(|e| self.refused("destroy-task", e))?;
+        self.call("destroy-task", Some(task_context(&task)), move |g, s| {
+            g.call_destroy_task(s, &config, &tref)
+        })
+        .await?
+        .map_err(|e| self.refused("destroy-task", e))?;
         self.tasks.remove(id);
         self.guest.host().processes.remove_task(id);
         tracing::info!(task_id = id, "task destroyed");
@@ -439,9 +494,9 @@ impl Driver {
         let procs = &self.guest.host().processes;
         let mut adopted = Vec::new();
         for p in state.processes.iter().chain(state.main_process.iter()) {
-            let proc = procs.adopt(p, Some(id.clone())).map_err(|e| {
-                DriverError::Host(format!("cannot recover task {id}: {e}"))
-            })?;
+            let proc = procs
+                .adopt(p, Some(id.clone()))
+                .map_err(|e| DriverError::Host(format!("cannot recover task {id}: {e}")))?;
             adopted.push(proc);
         }
         let main = state

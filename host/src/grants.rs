@@ -60,10 +60,13 @@ impl Grants {
         }
         let canonical = std::fs::canonicalize(path).ok();
         let allowed = self.exec.iter().any(|g| {
-            g.given == program
-                || matches!((&g.resolved, &canonical), (Some(a), Some(b)) if a == b)
+            g.given == program || matches!((&g.resolved, &canonical), (Some(a), Some(b)) if a == b)
         });
-        if allowed { Ok(path.to_path_buf()) } else { Err(refuse()) }
+        if allowed {
+            Ok(path.to_path_buf())
+        } else {
+            Err(refuse())
+        }
     }
 }
 

@@ -65,7 +65,9 @@ impl HclogLayer {
 
     /// A layer handing each rendered line to `sink`.
     pub fn with_sink(sink: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
-        HclogLayer { sink: Box::new(sink) }
+        HclogLayer {
+            sink: Box::new(sink),
+        }
     }
 }
 
@@ -86,13 +88,23 @@ fn render(event: &Event<'_>, timestamp: &str) -> String {
     event.record(&mut visitor);
 
     let mut obj = Map::new();
-    obj.insert("@level".into(), Value::String(level_name(*meta.level()).into()));
-    obj.insert("@message".into(), Value::String(visitor.message.unwrap_or_default()));
+    obj.insert(
+        "@level".into(),
+        Value::String(level_name(*meta.level()).into()),
+    );
+    obj.insert(
+        "@message".into(),
+        Value::String(visitor.message.unwrap_or_default()),
+    );
     obj.insert("@timestamp".into(), Value::String(timestamp.to_owned()));
     obj.insert("@module".into(), Value::String(module_name(meta.target())));
     for (k, v) in visitor.fields {
         // Never let a field shadow the keys Nomad parses.
-        let key = if k.starts_with('@') { format!("field{k}") } else { k };
+        let key = if k.starts_with('@') {
+            format!("field{k}")
+        } else {
+            k
+        };
         obj.insert(key, v);
     }
     let mut line = Value::Object(obj).to_string();
@@ -148,28 +160,34 @@ impl Visit for FieldVisitor {
         if field.name() == "message" {
             self.message = Some(value.to_owned());
         } else {
-            self.fields.push((field.name().to_owned(), Value::String(value.to_owned())));
+            self.fields
+                .push((field.name().to_owned(), Value::String(value.to_owned())));
         }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.fields.push((field.name().to_owned(), Value::from(value)));
+        self.fields
+            .push((field.name().to_owned(), Value::from(value)));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.fields.push((field.name().to_owned(), Value::from(value)));
+        self.fields
+            .push((field.name().to_owned(), Value::from(value)));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.fields.push((field.name().to_owned(), Value::from(value)));
+        self.fields
+            .push((field.name().to_owned(), Value::from(value)));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.fields.push((field.name().to_owned(), Value::from(value)));
+        self.fields
+            .push((field.name().to_owned(), Value::from(value)));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.fields.push((field.name().to_owned(), Value::String(value.to_string())));
+        self.fields
+            .push((field.name().to_owned(), Value::String(value.to_string())));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
@@ -177,7 +195,8 @@ impl Visit for FieldVisitor {
         if field.name() == "message" {
             self.message = Some(text);
         } else {
-            self.fields.push((field.name().to_owned(), Value::String(text)));
+            self.fields
+                .push((field.name().to_owned(), Value::String(text)));
         }
     }
 }

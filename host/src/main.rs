@@ -13,16 +13,25 @@ use nomad_wasm_host::{cli, logging, transport};
 fn main() -> ExitCode {
     // Supervisor mode first: it must stay tiny (no runtime, no wasmtime).
     let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() == Some(std::ffi::OsStr::new(nomad_wasm_host::supervisor::SUBCOMMAND)) {
+    if args.next().as_deref()
+        == Some(std::ffi::OsStr::new(
+            nomad_wasm_host::supervisor::SUBCOMMAND,
+        ))
+    {
         return match args.next() {
             Some(dir) => nomad_wasm_host::supervisor::run(std::path::Path::new(&dir)),
             None => ExitCode::from(2),
         };
     }
-    let exe = std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("nomad-driver-wasm"));
+    let exe =
+        std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("nomad-driver-wasm"));
     let binary = std::env::args()
         .next()
-        .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "nomad-driver-wasm".into());
 
     let opts = match cli::parse(std::env::args().skip(1)) {
@@ -42,14 +51,19 @@ fn main() -> ExitCode {
     }
     if let Err(e) = transport::check_env(|k| std::env::var(k).ok()) {
         match e {
-            transport::HandshakeError::NoCookie => eprint!("{}", transport::not_a_command_text(&binary)),
+            transport::HandshakeError::NoCookie => {
+                eprint!("{}", transport::not_a_command_text(&binary))
+            }
             other => eprintln!("{binary}: {other}"),
         }
         return ExitCode::from(1);
     }
     logging::init(opts.log_level.as_deref());
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -67,19 +81,26 @@ fn main() -> ExitCode {
 
 async fn run(opts: cli::Options, exe: &std::path::Path) -> Result<(), String> {
     let guest_path = cli::resolve_guest(opts.guest.as_deref(), exe)?;
-    let cache_dir = opts.cache_dir.clone().unwrap_or_else(cli::default_cache_dir);
+    let cache_dir = opts
+        .cache_dir
+        .clone()
+        .unwrap_or_else(cli::default_cache_dir);
     let label = guest_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let state_dir = opts.state_dir.clone().unwrap_or_else(cli::default_state_dir);
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(cli::default_state_dir);
     let host = HostContext::new(label, Grants::new(opts.allow_exec.clone()), state_dir);
     let limits = CallLimits {
         deadline: opts.call_timeout,
         max_memory: opts.max_memory_mib << 20,
     };
     let engine = runtime::engine().map_err(|e| e.to_string())?;
-    let guest = Guest::load(&engine, &guest_path, cache_dir.as_deref(), host, limits).map_err(|e| e.to_string())?;
+    let guest = Guest::load(&engine, &guest_path, cache_dir.as_deref(), host, limits)
+        .map_err(|e| e.to_string())?;
     let driver = Arc::new(Driver::new(Arc::new(guest)).map_err(|e| e.to_string())?);
     let plugin = NomadPlugin::new(driver, opts.fingerprint_interval)?;
     transport::serve(plugin).await.map_err(|e| e.to_string())

@@ -89,7 +89,8 @@ pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::R
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> std::io::Result<T> {
     let bytes = std::fs::read(dir.join(name))?;
-    serde_json::from_slice(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 fn now_ns() -> u64 {
@@ -107,7 +108,11 @@ fn report(line: &str) {
 }
 
 fn log(dir: &Path, msg: &str) {
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(LOG_FILE)) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(LOG_FILE))
+    {
         let _ = writeln!(f, "{msg}");
     }
 }
@@ -248,7 +253,12 @@ mod tests {
     #[test]
     fn json_files_are_written_atomically_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Exited { code: 3, signal: 0, oom_killed: false, at_unix_ns: 1 };
+        let e = Exited {
+            code: 3,
+            signal: 0,
+            oom_killed: false,
+            at_unix_ns: 1,
+        };
         write_json(dir.path(), EXITED_FILE, &e).unwrap();
         assert_eq!(read_json::<Exited>(dir.path(), EXITED_FILE).unwrap(), e);
         assert!(!dir.path().join(".exited.json.tmp").exists());
@@ -257,13 +267,24 @@ mod tests {
     #[test]
     fn reports_parse() {
         assert!(read_report(&b"ok\n"[..]).is_ok());
-        assert_eq!(read_report(&b"error starting /x: nope\n"[..]).unwrap_err(), "starting /x: nope");
-        assert!(read_report(&b""[..]).unwrap_err().contains("without reporting"));
+        assert_eq!(
+            read_report(&b"error starting /x: nope\n"[..]).unwrap_err(),
+            "starting /x: nope"
+        );
+        assert!(
+            read_report(&b""[..])
+                .unwrap_err()
+                .contains("without reporting")
+        );
     }
 
     #[test]
     fn unknown_users_are_named() {
-        assert!(resolve_user("no-such-user-xyz").unwrap_err().contains("no-such-user-xyz"));
+        assert!(
+            resolve_user("no-such-user-xyz")
+                .unwrap_err()
+                .contains("no-such-user-xyz")
+        );
         assert_eq!(resolve_user("0").unwrap(), (0, 0));
     }
 }

@@ -143,7 +143,8 @@ impl HandleState {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("driver_state is not a handle this host wrote: {e}"))
+        serde_json::from_slice(bytes)
+            .map_err(|e| format!("driver_state is not a handle this host wrote: {e}"))
     }
 }
 
@@ -160,7 +161,9 @@ impl TaskTable {
 
     /// Inserts a new task; false if the id is taken.
     pub fn insert(&self, task: Arc<Task>) -> bool {
-        let Ok(mut m) = self.tasks.lock() else { return false };
+        let Ok(mut m) = self.tasks.lock() else {
+            return false;
+        };
         if m.contains_key(&task.id) {
             return false;
         }
@@ -191,7 +194,14 @@ mod tests {
     use super::*;
 
     fn task(id: &str) -> Arc<Task> {
-        Arc::new(Task::new(id.into(), "t".into(), "a".into(), vec![1], None, Default::default()))
+        Arc::new(Task::new(
+            id.into(),
+            "t".into(),
+            "a".into(),
+            vec![1],
+            None,
+            Default::default(),
+        ))
     }
 
     #[tokio::test]
@@ -201,8 +211,14 @@ mod tests {
             let t = t.clone();
             tokio::spawn(async move { t.wait().await })
         };
-        t.set_exit(TaskResult { exit_code: 3, ..Default::default() });
-        t.set_exit(TaskResult { exit_code: 9, ..Default::default() });
+        t.set_exit(TaskResult {
+            exit_code: 3,
+            ..Default::default()
+        });
+        t.set_exit(TaskResult {
+            exit_code: 9,
+            ..Default::default()
+        });
         assert_eq!(waiter.await.unwrap().exit_code, 3);
         assert_eq!(t.exit().unwrap().0.exit_code, 3);
     }

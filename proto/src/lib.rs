@@ -5,7 +5,12 @@
 //! service and method names, field numbers); only those matter on the wire.
 //! Generated code is kept apart from logic: the host's `nomad` adapter is
 //! the one place that maps these types to the host's own.
-#![allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+#![allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
 
 /// The generated modules, nested like the proto packages so that prost's
 /// relative paths (`super::super::shared::...`) resolve.
@@ -34,14 +39,14 @@ pub mod hashicorp {
     }
 }
 
-/// `hashicorp.nomad.plugins.shared.hclspec`
-pub use hashicorp::nomad::plugins::shared::hclspec;
-/// `hashicorp.nomad.plugins.shared.structs`
-pub use hashicorp::nomad::plugins::shared::structs;
 /// `hashicorp.nomad.plugins.base.proto`
 pub use hashicorp::nomad::plugins::base::proto as base;
 /// `hashicorp.nomad.plugins.drivers.proto`
 pub use hashicorp::nomad::plugins::drivers::proto as drivers;
+/// `hashicorp.nomad.plugins.shared.hclspec`
+pub use hashicorp::nomad::plugins::shared::hclspec;
+/// `hashicorp.nomad.plugins.shared.structs`
+pub use hashicorp::nomad::plugins::shared::structs;
 
 /// go-plugin's internal services (`plugin` package).
 pub mod goplugin {

@@ -12,8 +12,8 @@ use nomad_driver_sdk::host::process::{self, Command, Output, SpawnSpec};
 use nomad_driver_sdk::schema::Schema;
 use nomad_driver_sdk::{
     Attribute, AttributeValue, Driver, DriverCapabilities, DriverError, FingerprintReport,
-    FsIsolation, Health, NomadConfig, PluginInfo, Spec, TaskConfig, TaskStarted, config_error,
-    cty, process_error,
+    FsIsolation, Health, NomadConfig, PluginInfo, Spec, TaskConfig, TaskStarted, config_error, cty,
+    process_error,
 };
 use serde::Deserialize;
 
@@ -63,16 +63,29 @@ impl Hello {
     }
 
     fn shell_path(shell: &str) -> Result<String, DriverError> {
-        process::lookup_path(shell)
-            .ok_or_else(|| DriverError::Fatal(format!("shell {shell:?} was not found on the host's PATH")))
+        process::lookup_path(shell).ok_or_else(|| {
+            DriverError::Fatal(format!("shell {shell:?} was not found on the host's PATH"))
+        })
     }
 }
 
 /// The argv that prints `greeting`, sleeps and exits, with every value
 /// passed as a positional parameter, never as shell source.
-pub fn task_argv(shell: &str, shell_path: &str, greeting: &str, sleep: u32, exit_code: u8) -> Vec<String> {
+pub fn task_argv(
+    shell: &str,
+    shell_path: &str,
+    greeting: &str,
+    sleep: u32,
+    exit_code: u8,
+) -> Vec<String> {
     let fish = shell == "fish";
-    let arg = |i: u8| if fish { format!("$argv[{i}]") } else { format!("\"${i}\"") };
+    let arg = |i: u8| {
+        if fish {
+            format!("$argv[{i}]")
+        } else {
+            format!("\"${i}\"")
+        }
+    };
     let mut script = format!("printf '%s\\n' {}", arg(1));
     if sleep > 0 {
         script.push_str(&format!("; sleep {}", arg(2)));
@@ -84,7 +97,11 @@ pub fn task_argv(shell: &str, shell_path: &str, greeting: &str, sleep: u32, exit
     if shell != "fish" {
         argv.push(NAME.into()); // $0
     }
-    argv.extend([greeting.to_owned(), sleep.to_string(), exit_code.to_string()]);
+    argv.extend([
+        greeting.to_owned(),
+        sleep.to_string(),
+        exit_code.to_string(),
+    ]);
     argv
 }
 
@@ -110,7 +127,10 @@ impl Driver for Hello {
 
     fn task_config_schema() -> Spec {
         Schema::object([
-            ("greeting", Schema::attr("string").or_default("\"Hello, World!\"")),
+            (
+                "greeting",
+                Schema::attr("string").or_default("\"Hello, World!\""),
+            ),
             ("sleep", Schema::attr("number")),
             ("exit_code", Schema::attr("number")),
         ])
@@ -143,7 +163,11 @@ impl Driver for Hello {
             attributes,
         };
         let Some(path) = process::lookup_path(&shell) else {
-            return report(Health::Undetected, format!("shell {shell} not found"), vec![]);
+            return report(
+                Health::Undetected,
+                format!("shell {shell} not found"),
+                vec![],
+            );
         };
         let cmd = Command {
             program: path,
@@ -154,7 +178,8 @@ impl Driver for Hello {
         };
         match process::run(&cmd, 5_000) {
             Ok(out) if out.status.code == 0 => {
-                let version = parse_version(&String::from_utf8_lossy(&out.stdout)).unwrap_or_default();
+                let version =
+                    parse_version(&String::from_utf8_lossy(&out.stdout)).unwrap_or_default();
                 let text = |key: &str, v: &str| Attribute {
                     key: key.into(),
                     value: AttributeValue::Text(v.into()),
@@ -163,7 +188,10 @@ impl Driver for Hello {
                 report(
                     Health::Healthy,
                     "ready".into(),
-                    vec![text("driver.hello.shell", &shell), text("driver.hello.shell_version", &version)],
+                    vec![
+                        text("driver.hello.shell", &shell),
+                        text("driver.hello.shell_version", &version),
+                    ],
                 )
             }
             Ok(out) => report(
@@ -171,7 +199,11 @@ impl Driver for Hello {
                 format!("{shell} --version exited with {}", out.status.code),
                 vec![],
             ),
-            Err(e) => report(Health::Unhealthy, format!("cannot run {shell}: {}", process_error(e)), vec![]),
+            Err(e) => report(
+                Health::Unhealthy,
+                format!("cannot run {shell}: {}", process_error(e)),
+                vec![],
+            ),
         }
     }
 
@@ -203,6 +235,10 @@ impl Driver for Hello {
     }
 }
 
+// Exported only for wasm: a native build (for unit tests) has no host to
+// call it, and export names like `nomad:driver/driver@0.1.0#info` do not
+// link as native symbols.
+#[cfg(target_arch = "wasm32")]
 nomad_driver_sdk::export_driver!(Hello);
 
 #[cfg(test)]
@@ -216,7 +252,15 @@ mod tests {
         let argv = task_argv("bash", "/usr/bin/bash", evil, 0, 0);
         assert_eq!(
             argv,
-            vec!["/usr/bin/bash", "-c", "printf '%s\\n' \"$1\"", NAME, evil, "0", "0"]
+            vec![
+                "/usr/bin/bash",
+                "-c",
+                "printf '%s\\n' \"$1\"",
+                NAME,
+                evil,
+                "0",
+                "0"
+            ]
         );
         assert!(!argv[2].contains(evil));
     }
@@ -227,26 +271,37 @@ mod tests {
         assert_eq!(argv[2], "printf '%s\\n' \"$1\"; sleep \"$2\"; exit \"$3\"");
         assert_eq!(&argv[4..], ["hi", "5", "3"]);
         let fish = task_argv("fish", "/usr/bin/fish", "hi", 5, 3);
-        assert_eq!(fish[2], "printf '%s\\n' $argv[1]; sleep $argv[2]; exit $argv[3]");
+        assert_eq!(
+            fish[2],
+            "printf '%s\\n' $argv[1]; sleep $argv[2]; exit $argv[3]"
+        );
         assert_eq!(&fish[3..], ["hi", "5", "3"]);
     }
 
     #[test]
     fn versions_parse() {
         assert_eq!(
-            parse_version("GNU bash, version 5.2.15(1)-release (x86_64-pc-linux-gnu)\n...").as_deref(),
+            parse_version("GNU bash, version 5.2.15(1)-release (x86_64-pc-linux-gnu)\n...")
+                .as_deref(),
             Some("5.2.15(1)-release")
         );
-        assert_eq!(parse_version("fish, version 3.6.0").as_deref(), Some("3.6.0"));
+        assert_eq!(
+            parse_version("fish, version 3.6.0").as_deref(),
+            Some("3.6.0")
+        );
         assert_eq!(parse_version("nonsense"), None);
     }
 
     #[test]
     fn unsupported_shell_names_the_field() {
         // {"shell": "zsh"} as cty-msgpack
-        let bytes = [0x81, 0xa5, b's', b'h', b'e', b'l', b'l', 0xa3, b'z', b's', b'h'];
+        let bytes = [
+            0x81, 0xa5, b's', b'h', b'e', b'l', b'l', 0xa3, b'z', b's', b'h',
+        ];
         let err = Hello::plugin_config(&bytes).unwrap_err();
-        let DriverError::InvalidConfig(msg) = err else { panic!("{err:?}") };
+        let DriverError::InvalidConfig(msg) = err else {
+            panic!("{err:?}")
+        };
         assert!(msg.contains("\"shell\"") && msg.contains("zsh"), "{msg}");
         // Empty config (no agent block) defaults to bash.
         assert_eq!(Hello::plugin_config(&[]).unwrap().shell, "bash");

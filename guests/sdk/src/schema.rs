@@ -125,14 +125,64 @@ impl Schema {
     /// sits in. Nomad does the same for direct children of an object, but
     /// not through a `Default`, so the builder names them explicitly.
     fn named(self, field: &str) -> Self {
-        let fill = |name: String| if name.is_empty() { field.to_owned() } else { name };
+        let fill = |name: String| {
+            if name.is_empty() {
+                field.to_owned()
+            } else {
+                name
+            }
+        };
         match self {
-            Schema::Attr { name, ty, required } => Schema::Attr { name: fill(name), ty, required },
-            Schema::BlockAttrs { name, ty, required } => Schema::BlockAttrs { name: fill(name), ty, required },
-            Schema::Block { name, required, nested } => Schema::Block { name: fill(name), required, nested },
-            Schema::BlockList { name, min, max, nested } => Schema::BlockList { name: fill(name), min, max, nested },
-            Schema::BlockSet { name, min, max, nested } => Schema::BlockSet { name: fill(name), min, max, nested },
-            Schema::BlockMap { name, labels, nested } => Schema::BlockMap { name: fill(name), labels, nested },
+            Schema::Attr { name, ty, required } => Schema::Attr {
+                name: fill(name),
+                ty,
+                required,
+            },
+            Schema::BlockAttrs { name, ty, required } => Schema::BlockAttrs {
+                name: fill(name),
+                ty,
+                required,
+            },
+            Schema::Block {
+                name,
+                required,
+                nested,
+            } => Schema::Block {
+                name: fill(name),
+                required,
+                nested,
+            },
+            Schema::BlockList {
+                name,
+                min,
+                max,
+                nested,
+            } => Schema::BlockList {
+                name: fill(name),
+                min,
+                max,
+                nested,
+            },
+            Schema::BlockSet {
+                name,
+                min,
+                max,
+                nested,
+            } => Schema::BlockSet {
+                name: fill(name),
+                min,
+                max,
+                nested,
+            },
+            Schema::BlockMap {
+                name,
+                labels,
+                nested,
+            } => Schema::BlockMap {
+                name: fill(name),
+                labels,
+                nested,
+            },
             Schema::Default { primary, default } => Schema::Default {
                 primary: Box::new(primary.named(field)),
                 default,

@@ -13,7 +13,9 @@ fn origin() -> Instant {
 
 impl Host for CallState {
     fn now(&mut self) -> Datetime {
-        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Datetime {
             seconds: d.as_secs() as i64,
             nanoseconds: d.subsec_nanos(),

@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
-use std::process::{Command as StdCommand, Stdio};
-use std::str::FromStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::path::PathBuf;
+use std::process::{Command as StdCommand, Stdio};
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,11 +23,11 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use crate::runtime::CallState;
-use crate::supervisor;
 use crate::runtime::bindings::nomad::driver::process::{
     Command, Host, Output, ProcessError, RunOutput, SpawnSpec,
 };
 use crate::runtime::bindings::nomad::driver::types::ExitStatus;
+use crate::supervisor;
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,12 @@ pub struct ProcExit {
 }
 
 impl ProcExit {
-    const LOST: ProcExit = ProcExit { code: -1, signal: 0, oom_killed: false, lost: true };
+    const LOST: ProcExit = ProcExit {
+        code: -1,
+        signal: 0,
+        oom_killed: false,
+        lost: true,
+    };
 }
 
 impl From<std::process::ExitStatus> for ProcExit {
@@ -54,13 +59,23 @@ impl From<std::process::ExitStatus> for ProcExit {
             (None, Some(sig)) => (128 + sig, sig),
             (None, None) => (-1, 0),
         };
-        ProcExit { code, signal, oom_killed: false, lost: false }
+        ProcExit {
+            code,
+            signal,
+            oom_killed: false,
+            lost: false,
+        }
     }
 }
 
 impl From<supervisor::Exited> for ProcExit {
     fn from(e: supervisor::Exited) -> Self {
-        ProcExit { code: e.code, signal: e.signal, oom_killed: e.oom_killed, lost: false }
+        ProcExit {
+            code: e.code,
+            signal: e.signal,
+            oom_killed: e.oom_killed,
+            lost: false,
+        }
     }
 }
 
@@ -131,7 +146,10 @@ const SUPERVISOR_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ProcessTable {
     pub fn new(state_dir: PathBuf) -> Self {
-        ProcessTable { state_dir, procs: Mutex::new(HashMap::new()) }
+        ProcessTable {
+            state_dir,
+            procs: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -193,7 +211,13 @@ impl ProcessTable {
         let stem: String = task_id
             .unwrap_or("proc")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(96)
             .collect();
         for _ in 0..16 {
@@ -239,7 +263,8 @@ impl ProcessTable {
                 .stdout(stdout)
                 .stderr(stderr)
                 .kill_on_drop(false);
-            cmd.spawn().map_err(|e| cleanup(format!("starting the supervisor: {e}")))?
+            cmd.spawn()
+                .map_err(|e| cleanup(format!("starting the supervisor: {e}")))?
             // `cmd` drops here, closing our copy of the supervisor's end.
         };
         let _ = host_end.set_read_timeout(Some(SUPERVISOR_REPORT_TIMEOUT));
@@ -256,7 +281,13 @@ impl ProcessTable {
             let _ = child.wait().await;
             let _ = tx.send(Some(read_exit(&exit_dir)));
         });
-        Ok(self.insert(Proc { id, pid: started.pid, task_id, dir, exit: rx }))
+        Ok(self.insert(Proc {
+            id,
+            pid: started.pid,
+            task_id,
+            dir,
+            exit: rx,
+        }))
     }
 
     /// Re-adopts a process started by an earlier host process, from its
@@ -291,7 +322,13 @@ impl ProcessTable {
                 let _ = tx.send(Some(read_exit(&dir)));
             }
         }
-        Ok(self.insert(Proc { id: id.to_owned(), pid: started.pid, task_id, dir, exit: rx }))
+        Ok(self.insert(Proc {
+            id: id.to_owned(),
+            pid: started.pid,
+            task_id,
+            dir,
+            exit: rx,
+        }))
     }
 }
 
@@ -301,7 +338,8 @@ fn watch_supervisor(started: &supervisor::Started) -> Option<OwnedFd> {
     let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok()?;
     // Checked after opening: the pidfd pins the process, so a match now
     // means the fd refers to our supervisor, not a reused pid.
-    (supervisor::start_time(started.supervisor_pid) == Some(started.supervisor_start_time)).then_some(fd)
+    (supervisor::start_time(started.supervisor_pid) == Some(started.supervisor_start_time))
+        .then_some(fd)
 }
 
 #[allow(unsafe_code)]
@@ -325,22 +363,35 @@ fn read_exit(dir: &Path) -> ProcExit {
 /// prefix is optional and case does not matter.
 pub fn parse_signal(name: &str) -> Result<Signal, String> {
     let upper = name.trim().to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     Signal::from_str(&full).map_err(|_| {
-        format!("unknown signal {name:?}: expected a Unix signal name such as SIGTERM, SIGINT or SIGHUP")
+        format!(
+            "unknown signal {name:?}: expected a Unix signal name such as SIGTERM, SIGINT or SIGHUP"
+        )
     })
 }
 
-fn build_command(host: &crate::caps::HostContext, command: &Command) -> Result<StdCommand, ProcessError> {
+fn build_command(
+    host: &crate::caps::HostContext,
+    command: &Command,
+) -> Result<StdCommand, ProcessError> {
     let program = host
         .grants
         .check_exec(&command.program)
         .map_err(|e| ProcessError::NotGranted(e.to_string()))?;
     let mut cmd = StdCommand::new(program);
-    cmd.args(&command.args).env_clear().envs(command.env.iter().map(|(k, v)| (k, v)));
+    cmd.args(&command.args)
+        .env_clear()
+        .envs(command.env.iter().map(|(k, v)| (k, v)));
     if let Some(dir) = &command.cwd {
         if !Path::new(dir).is_dir() {
-            return Err(ProcessError::NotFound(format!("working directory {dir} does not exist")));
+            return Err(ProcessError::NotFound(format!(
+                "working directory {dir} does not exist"
+            )));
         }
         cmd.current_dir(dir);
     }
@@ -389,7 +440,13 @@ impl Host for CallState {
     fn run(&mut self, command: Command, timeout_ms: u32) -> Result<RunOutput, ProcessError> {
         let mut cmd = build_command(&self.host, &command)?;
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        self.blocking(|_| run_to_completion(cmd, &command.program, Duration::from_millis(timeout_ms.into())))
+        self.blocking(|_| {
+            run_to_completion(
+                cmd,
+                &command.program,
+                Duration::from_millis(timeout_ms.into()),
+            )
+        })
     }
 
     fn spawn(&mut self, spec: SpawnSpec) -> Result<String, ProcessError> {
@@ -398,13 +455,19 @@ impl Host for CallState {
             .grants
             .check_exec(&spec.command.program)
             .map_err(|e| ProcessError::NotGranted(e.to_string()))?;
-        if let Some(dir) = &spec.command.cwd {
-            if !Path::new(dir).is_dir() {
-                return Err(ProcessError::NotFound(format!("working directory {dir} does not exist")));
-            }
+        if let Some(dir) = &spec.command.cwd
+            && !Path::new(dir).is_dir()
+        {
+            return Err(ProcessError::NotFound(format!(
+                "working directory {dir} does not exist"
+            )));
         }
         let (out, err, task_id) = match &self.task {
-            Some(t) => (t.stdout_path.clone(), t.stderr_path.clone(), Some(t.id.clone())),
+            Some(t) => (
+                t.stdout_path.clone(),
+                t.stderr_path.clone(),
+                Some(t.id.clone()),
+            ),
             None => (String::new(), String::new(), None),
         };
         let sup = supervisor::Spec {
@@ -455,8 +518,14 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Runs a short command, capturing output, killing it after `timeout`.
-fn run_to_completion(mut cmd: StdCommand, program: &str, timeout: Duration) -> Result<RunOutput, ProcessError> {
-    let mut child = cmd.spawn().map_err(|e| spawn_error(program, e.to_string()))?;
+fn run_to_completion(
+    mut cmd: StdCommand,
+    program: &str,
+    timeout: Duration,
+) -> Result<RunOutput, ProcessError> {
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| spawn_error(program, e.to_string()))?;
     // Read both pipes on threads so a chatty child cannot fill one and block.
     let stdout = child.stdout.take().map(read_all_thread);
     let stderr = child.stderr.take().map(read_all_thread);
@@ -480,7 +549,9 @@ fn run_to_completion(mut cmd: StdCommand, program: &str, timeout: Duration) -> R
             Err(e) => return Err(ProcessError::Failed(format!("waiting for {program}: {e}"))),
         }
     };
-    let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+    let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        h.and_then(|h| h.join().ok()).unwrap_or_default()
+    };
     Ok(RunOutput {
         status: ProcExit::from(status).into(),
         stdout: join(stdout),
@@ -516,6 +587,9 @@ mod tests {
         let e = ProcExit::from(status);
         assert_eq!((e.code, e.signal, e.lost), (137, 9, false));
         let status = std::process::ExitStatus::from_raw(3 << 8); // exit(3)
-        assert_eq!((ProcExit::from(status).code, ProcExit::from(status).signal), (3, 0));
+        assert_eq!(
+            (ProcExit::from(status).code, ProcExit::from(status).signal),
+            (3, 0)
+        );
     }
 }

@@ -30,7 +30,8 @@ pub fn task_config(t: &pb::TaskConfig) -> wit::TaskConfig {
     let alloc = res.allocated_resources.unwrap_or_default();
     let linux = res.linux_resources.unwrap_or_default();
     let memory = alloc.memory.unwrap_or_default();
-    let mut env: Vec<(String, String)> = t.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut env: Vec<(String, String)> =
+        t.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     env.sort();
     wit::TaskConfig {
         id: t.id.clone(),
@@ -106,7 +107,11 @@ pub fn capabilities(c: &wit::DriverCapabilities) -> pb::DriverCapabilities {
             } as i32)
             .collect(),
         must_create_network: c.must_create_network,
-        mount_configs: if c.mounts { MountConfigs::UnknownMounts } else { MountConfigs::NoMounts } as i32,
+        mount_configs: if c.mounts {
+            MountConfigs::UnknownMounts
+        } else {
+            MountConfigs::NoMounts
+        } as i32,
         remote_tasks: c.remote_tasks,
         disable_log_collection: c.disable_log_collection,
         dynamic_workload_users: false,
@@ -126,7 +131,13 @@ pub fn fingerprint(f: &wit::FingerprintReport) -> pb::FingerprintResponse {
                     wit::AttributeValue::Text(s) => PbValue::StringVal(s.clone()),
                     wit::AttributeValue::Boolean(b) => PbValue::BoolVal(*b),
                 };
-                (a.key.clone(), PbAttribute { value: Some(value), unit: a.unit.clone() })
+                (
+                    a.key.clone(),
+                    PbAttribute {
+                        value: Some(value),
+                        unit: a.unit.clone(),
+                    },
+                )
             })
             .collect(),
         health: match f.health {
@@ -162,7 +173,11 @@ pub fn task_event(e: &TaskEvent) -> pb::DriverTaskEvent {
         task_name: e.task_name.clone(),
         timestamp: Some(timestamp(e.timestamp)),
         message: e.message.clone(),
-        annotations: e.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        annotations: e
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

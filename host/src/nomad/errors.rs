@@ -23,7 +23,8 @@ struct RpcStatus {
     details: Vec<prost_types::Any>,
 }
 
-const RECOVERABLE_TYPE_URL: &str = "type.googleapis.com/hashicorp.nomad.plugins.shared.structs.RecoverableError";
+const RECOVERABLE_TYPE_URL: &str =
+    "type.googleapis.com/hashicorp.nomad.plugins.shared.structs.RecoverableError";
 
 /// A status carrying Nomad's RecoverableError detail.
 pub fn with_recoverable(code: Code, message: String, recoverable: bool) -> Status {
@@ -68,7 +69,8 @@ mod tests {
     fn detail(status: &Status) -> (i32, bool) {
         let s = RpcStatus::decode(status.details()).unwrap();
         assert_eq!(s.details[0].type_url, RECOVERABLE_TYPE_URL);
-        let r = nomad_plugin_proto::structs::RecoverableError::decode(&*s.details[0].value).unwrap();
+        let r =
+            nomad_plugin_proto::structs::RecoverableError::decode(&*s.details[0].value).unwrap();
         (s.code, r.recoverable)
     }
 
@@ -89,7 +91,7 @@ mod tests {
         });
         assert_eq!(bad.code(), Code::InvalidArgument);
         assert!(bad.message().contains("greeting"));
-        assert_eq!(detail(&bad).1, false);
+        assert!(!detail(&bad).1);
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub fn to_proto(spec: &Spec) -> Result<pb::Spec, String> {
         return Err("the schema has no nodes (node 0 must be the root)".into());
     }
     if spec.nodes.len() > MAX_NODES {
-        return Err(format!("the schema has {} nodes; at most {MAX_NODES} are allowed", spec.nodes.len()));
+        return Err(format!(
+            "the schema has {} nodes; at most {MAX_NODES} are allowed",
+            spec.nodes.len()
+        ));
     }
     build(spec, 0)
 }
@@ -44,11 +47,18 @@ fn build(spec: &Spec, at: usize) -> Result<pb::Spec, String> {
             B::Object(pb::Object { attributes })
         }
         SpecNode::Array(items) => B::Array(pb::Array {
-            values: items.iter().map(|i| child(spec, at, *i)).collect::<Result<_, _>>()?,
+            values: items
+                .iter()
+                .map(|i| child(spec, at, *i))
+                .collect::<Result<_, _>>()?,
         }),
         SpecNode::Attr(a) => {
             check_type(at, &a.type_expr)?;
-            B::Attr(pb::Attr { name: a.name.clone(), r#type: a.type_expr.clone(), required: a.required })
+            B::Attr(pb::Attr {
+                name: a.name.clone(),
+                r#type: a.type_expr.clone(),
+                required: a.required,
+            })
         }
         SpecNode::Block(b) => B::BlockValue(Box::new(pb::Block {
             name: b.name.clone(),
@@ -57,7 +67,11 @@ fn build(spec: &Spec, at: usize) -> Result<pb::Spec, String> {
         })),
         SpecNode::BlockAttrs(a) => {
             check_type(at, &a.type_expr)?;
-            B::BlockAttrs(pb::BlockAttrs { name: a.name.clone(), r#type: a.type_expr.clone(), required: a.required })
+            B::BlockAttrs(pb::BlockAttrs {
+                name: a.name.clone(),
+                r#type: a.type_expr.clone(),
+                required: a.required,
+            })
         }
         SpecNode::BlockList(b) => B::BlockList(Box::new(pb::BlockList {
             name: b.name.clone(),
@@ -73,7 +87,10 @@ fn build(spec: &Spec, at: usize) -> Result<pb::Spec, String> {
         })),
         SpecNode::BlockMap(b) => {
             if b.labels.is_empty() {
-                return Err(format!("schema node {at} (block map {:?}) needs at least one label", b.name));
+                return Err(format!(
+                    "schema node {at} (block map {:?}) needs at least one label",
+                    b.name
+                ));
             }
             B::BlockMap(Box::new(pb::BlockMap {
                 name: b.name.clone(),
@@ -93,7 +110,9 @@ fn build(spec: &Spec, at: usize) -> Result<pb::Spec, String> {
 /// Nomad fails to parse an empty type expression; catch it at load.
 fn check_type(at: usize, ty: &str) -> Result<(), String> {
     if ty.trim().is_empty() {
-        return Err(format!("schema node {at} has an empty type; use \"any\" for an untyped attribute"));
+        return Err(format!(
+            "schema node {at} has an empty type; use \"any\" for an untyped attribute"
+        ));
     }
     Ok(())
 }
@@ -105,7 +124,11 @@ mod tests {
     use crate::runtime::bindings::nomad::driver::types::{AttrSpec, DefaultSpec};
 
     fn attr(name: &str, ty: &str) -> SpecNode {
-        SpecNode::Attr(AttrSpec { name: name.into(), type_expr: ty.into(), required: false })
+        SpecNode::Attr(AttrSpec {
+            name: name.into(),
+            type_expr: ty.into(),
+            required: false,
+        })
     }
 
     #[test]
@@ -113,26 +136,45 @@ mod tests {
         let spec = Spec {
             nodes: vec![
                 SpecNode::Object(vec![("shell".into(), 1)]),
-                SpecNode::Default(DefaultSpec { primary: 2, default: 3 }),
+                SpecNode::Default(DefaultSpec {
+                    primary: 2,
+                    default: 3,
+                }),
                 attr("shell", "string"),
                 SpecNode::Literal("\"bash\"".into()),
             ],
         };
         let pb = to_proto(&spec).unwrap();
-        let Some(pb::spec::Block::Object(obj)) = pb.block else { panic!("not an object") };
-        let Some(pb::spec::Block::Default(d)) = &obj.attributes["shell"].block else { panic!("no default") };
-        let Some(pb::spec::Block::Literal(l)) = &d.default.as_ref().unwrap().block else { panic!() };
+        let Some(pb::spec::Block::Object(obj)) = pb.block else {
+            panic!("not an object")
+        };
+        let Some(pb::spec::Block::Default(d)) = &obj.attributes["shell"].block else {
+            panic!("no default")
+        };
+        let Some(pb::spec::Block::Literal(l)) = &d.default.as_ref().unwrap().block else {
+            panic!()
+        };
         assert_eq!(l.value, "\"bash\"");
     }
 
     #[test]
     fn rejects_backward_and_dangling_references() {
-        let cyclic = Spec { nodes: vec![SpecNode::Object(vec![("a".into(), 0)])] };
+        let cyclic = Spec {
+            nodes: vec![SpecNode::Object(vec![("a".into(), 0)])],
+        };
         assert!(to_proto(&cyclic).unwrap_err().contains("refers to node 0"));
-        let dangling = Spec { nodes: vec![SpecNode::Array(vec![5])] };
-        assert!(to_proto(&dangling).unwrap_err().contains("refers to node 5"));
+        let dangling = Spec {
+            nodes: vec![SpecNode::Array(vec![5])],
+        };
+        assert!(
+            to_proto(&dangling)
+                .unwrap_err()
+                .contains("refers to node 5")
+        );
         assert!(to_proto(&Spec { nodes: vec![] }).is_err());
-        let untyped = Spec { nodes: vec![attr("x", " ")] };
+        let untyped = Spec {
+            nodes: vec![attr("x", " ")],
+        };
         assert!(to_proto(&untyped).unwrap_err().contains("empty type"));
     }
 }

@@ -47,8 +47,8 @@ impl NomadPlugin {
             Some(s) => Some(hclspec::to_proto(s).map_err(|e| format!("config schema: {e}"))?),
             None => None,
         };
-        let task_config_schema =
-            hclspec::to_proto(&m.task_config_schema).map_err(|e| format!("task config schema: {e}"))?;
+        let task_config_schema = hclspec::to_proto(&m.task_config_schema)
+            .map_err(|e| format!("task config schema: {e}"))?;
         Ok(NomadPlugin {
             driver,
             fingerprint_interval,
@@ -210,7 +210,10 @@ impl DriverService for NomadPlugin {
             result: pb::start_task_response::Result::Success as i32,
             driver_error_msg: String::new(),
             handle: Some(handle),
-            network_override: started.network_override.as_ref().map(convert::network_override),
+            network_override: started
+                .network_override
+                .as_ref()
+                .map(convert::network_override),
         }))
     }
 
@@ -268,10 +271,21 @@ impl DriverService for NomadPlugin {
         let status = pb::TaskStatus {
             id: task.id.clone(),
             name: task.name.clone(),
-            state: if exit.is_some() { pb::TaskState::Exited } else { pb::TaskState::Running } as i32,
+            state: if exit.is_some() {
+                pb::TaskState::Exited
+            } else {
+                pb::TaskState::Running
+            } as i32,
             started_at: Some(convert::timestamp(task.started_at)),
-            completed_at: Some(exit.as_ref().map_or(convert::GO_ZERO_TIME, |(_, at)| convert::timestamp(*at))),
-            result: Some(exit.as_ref().map(|(r, _)| convert::exit_result(r)).unwrap_or_default()),
+            completed_at: Some(
+                exit.as_ref()
+                    .map_or(convert::GO_ZERO_TIME, |(_, at)| convert::timestamp(*at)),
+            ),
+            result: Some(
+                exit.as_ref()
+                    .map(|(r, _)| convert::exit_result(r))
+                    .unwrap_or_default(),
+            ),
         };
         Ok(Response::new(pb::InspectTaskResponse {
             task: Some(status),
@@ -367,17 +381,24 @@ impl DriverService for NomadPlugin {
         &self,
         _: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::CreateNetworkResponse>, Status> {
-        Err(Status::unimplemented("this driver does not create networks"))
+        Err(Status::unimplemented(
+            "this driver does not create networks",
+        ))
     }
 
     async fn destroy_network(
         &self,
         _: Request<pb::DestroyNetworkRequest>,
     ) -> Result<Response<pb::DestroyNetworkResponse>, Status> {
-        Err(Status::unimplemented("this driver does not create networks"))
+        Err(Status::unimplemented(
+            "this driver does not create networks",
+        ))
     }
 
-    async fn init(&self, _: Request<pb::InitRequest>) -> Result<Response<pb::InitResponse>, Status> {
+    async fn init(
+        &self,
+        _: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::InitResponse>, Status> {
         Ok(Response::new(pb::InitResponse {}))
     }
 

@@ -62,20 +62,34 @@ pub(super) fn load_component(
     match Engine::detect_precompiled(bytes) {
         Some(Precompiled::Component) => {
             let component = deserialize(engine, bytes).map_err(not_component)?;
-            return Ok(Loaded { component, sha256, source: Source::Precompiled });
+            return Ok(Loaded {
+                component,
+                sha256,
+                source: Source::Precompiled,
+            });
         }
         Some(Precompiled::Module) => {
-            return Err(not_component("it is a precompiled core module, not a component".into()));
+            return Err(not_component(
+                "it is a precompiled core module, not a component".into(),
+            ));
         }
         None => {}
     }
 
     let cached: Option<PathBuf> = cache_dir.map(|d| d.join(artifact_name(engine, &sha256)));
-    if let Some(file) = &cached {
-        if let Ok(artifact) = std::fs::read(file) {
-            match deserialize(engine, &artifact) {
-                Ok(component) => return Ok(Loaded { component, sha256, source: Source::Cache }),
-                Err(e) => tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached artifact"),
+    if let Some(file) = &cached
+        && let Ok(artifact) = std::fs::read(file)
+    {
+        match deserialize(engine, &artifact) {
+            Ok(component) => {
+                return Ok(Loaded {
+                    component,
+                    sha256,
+                    source: Source::Cache,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached artifact")
             }
         }
     }
@@ -83,19 +97,26 @@ pub(super) fn load_component(
     let artifact = engine
         .precompile_component(bytes)
         .map_err(|e| not_component(format!("{e:#}")))?;
-    if let (Some(dir), Some(file)) = (cache_dir, &cached) {
-        if let Err(e) = store_artifact(dir, file, &artifact) {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compile cache; compiling on every start");
-        }
+    if let (Some(dir), Some(file)) = (cache_dir, &cached)
+        && let Err(e) = store_artifact(dir, file, &artifact)
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compile cache; compiling on every start");
     }
     let component = deserialize(engine, &artifact).map_err(not_component)?;
-    Ok(Loaded { component, sha256, source: Source::Compiled })
+    Ok(Loaded {
+        component,
+        sha256,
+        source: Source::Compiled,
+    })
 }
 
 /// Writes atomically (temp file + rename) into a private directory.
 fn store_artifact(dir: &Path, file: &Path, artifact: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let tmp = dir.join(format!(".{}.tmp", std::process::id()));
     std::fs::write(&tmp, artifact)?;
     std::fs::rename(&tmp, file)

@@ -211,7 +211,9 @@ impl Guest {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),
         };
-        let instance_pre = linker.instantiate_pre(&loaded.component).map_err(wrong_world)?;
+        let instance_pre = linker
+            .instantiate_pre(&loaded.component)
+            .map_err(wrong_world)?;
         let pre = DriverGuestPre::new(instance_pre).map_err(wrong_world)?;
 
         let label = path
@@ -269,7 +271,9 @@ impl Guest {
             host: self.host.clone(),
             task,
             host_time: Duration::ZERO,
-            wasi: wasmtime_wasi::WasiCtxBuilder::new().stderr(stderr.clone()).build(),
+            wasi: wasmtime_wasi::WasiCtxBuilder::new()
+                .stderr(stderr.clone())
+                .build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.max_memory)
@@ -292,14 +296,15 @@ impl Guest {
         if !output.is_empty() {
             tracing::debug!(guest = %self.label, call, stderr = %String::from_utf8_lossy(&output), "guest wrote to stderr");
         }
-        result.map_err(|kind| match kind {
-            GuestFailure::Trap(msg) if !output.is_empty() => GuestFailure::Trap(format!(
-                "{msg} (guest stderr: {})",
-                String::from_utf8_lossy(&output).trim()
-            )),
-            other => other,
-        })
-        .map_err(fail)
+        result
+            .map_err(|kind| match kind {
+                GuestFailure::Trap(msg) if !output.is_empty() => GuestFailure::Trap(format!(
+                    "{msg} (guest stderr: {})",
+                    String::from_utf8_lossy(&output).trim()
+                )),
+                other => other,
+            })
+            .map_err(fail)
     }
 }
 

@@ -52,7 +52,10 @@ pub fn stdio() -> GrpcStdioServer<Stdio> {
 impl GrpcStdio for Stdio {
     type StreamStdioStream = RpcStream<StdioData>;
 
-    async fn stream_stdio(&self, _: Request<()>) -> Result<Response<Self::StreamStdioStream>, Status> {
+    async fn stream_stdio(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<Self::StreamStdioStream>, Status> {
         Ok(Response::new(Box::pin(tokio_stream::pending())))
     }
 }

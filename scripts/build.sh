@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds the host and the guests. PROFILE=release for an optimised host
+# (default: dev, which is what the tests use). Guests are always built with
+# the small `guest` profile into target/wasm32-wasip2/guest/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile="${PROFILE:-dev}"
+cargo build -p nomad-wasm-host --profile "$profile"
+cargo build -p hello-guest --target wasm32-wasip2 --profile guest

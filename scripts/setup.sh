@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One-time machine set-up for building and testing (Debian 12, root or sudo):
+# the wasm32-wasip2 Rust target, and the Go toolchain + HashiCorp libraries
+# (from Debian's packages) that the conformance harness is built from.
+set -euo pipefail
+
+need_apt=0
+for tool in go protoc protoc-gen-go protoc-gen-go-grpc; do
+    command -v "$tool" >/dev/null 2>&1 || need_apt=1
+done
+[ -d /usr/share/gocode/src/github.com/hashicorp/go-plugin ] || need_apt=1
+[ -d /usr/share/gocode/src/github.com/hashicorp/hcl/v2 ] || need_apt=1
+
+if [ "$need_apt" = 1 ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "setup: installing Debian packages (Go, go-plugin, go-cty, hcl/v2, protoc)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        golang-go golang-github-hashicorp-go-plugin-dev golang-google-grpc-dev \
+        golang-github-zclconf-go-cty-dev golang-github-hashicorp-hcl-v2-dev \
+        golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev \
+        protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-github-hashicorp-go-hclog-dev \
+        bash ca-certificates >/dev/null
+fi
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    echo "setup: adding the wasm32-wasip2 Rust target"
+    rustup target add wasm32-wasip2
+fi
+for comp in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$comp" || rustup component add "$comp"
+done
+echo "setup: done"

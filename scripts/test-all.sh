@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every test: formatting, lints, unit and integration tests (host, SDK,
+# guests), the Go conformance harness against the real host binary and
+# guest, and a short fuzz run of the cty-msgpack decoder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+echo "== fmt"
+cargo fmt --all --check
+echo "== clippy (host, proto, SDK: native)"
+cargo clippy --workspace --all-targets --exclude hello-guest -- -D warnings
+echo "== clippy (guests: wasm32-wasip2)"
+cargo clippy -p hello-guest -p nomad-driver-sdk --target wasm32-wasip2 -- -D warnings
+
+scripts/build.sh
+
+echo "== cargo test"
+cargo test --workspace
+
+echo "== conformance (go-plugin client, hcldec, go-cty msgpack)"
+NOMAD_WASM_HOST="$PWD/target/debug/nomad-driver-wasm" \
+HELLO_WASM="$PWD/target/wasm32-wasip2/guest/hello.wasm" \
+    tests/conformance/run.sh
+
+echo "== fuzz (cty-msgpack decoder)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" .ci/fuzz.sh
+echo "test-all: every check passed"
