@@ -441,10 +441,38 @@ func TestTaskStats(t *testing.T) {
 		t.Fatalf("TaskStats: %v", err)
 	}
 	msgs := requireStreamStaysOpen(t, func() (interface{}, error) { return stream.Recv() }, 1500*time.Millisecond, "TaskStats")
+	// At a 200 ms interval, 1.5 s must bring several samples.
+	if len(msgs) < 3 {
+		t.Fatalf("TaskStats sent %d messages in 1.5 s at a 200 ms interval, want >= 3", len(msgs))
+	}
 	for _, m := range msgs {
 		s := m.(*drivers.TaskStatsResponse).GetStats()
 		if s == nil || s.GetAggResourceUsage() == nil || s.GetTimestamp() == nil {
-			t.Errorf("TaskStatsResponse without stats / agg_resource_usage / timestamp: %v", m)
+			t.Fatalf("TaskStatsResponse without stats / agg_resource_usage / timestamp: %v", m)
+		}
+		if s.GetId() != tk.ID {
+			t.Errorf("stats for %q, want %q", s.GetId(), tk.ID)
+		}
+		mem := s.GetAggResourceUsage().GetMemory()
+		// The task is bash + sleep: a few MB of RSS, certainly more than 100 KB
+		// and less than 1 GB.
+		if mem.GetRss() < 100<<10 || mem.GetRss() > 1<<30 {
+			t.Errorf("aggregate RSS %d bytes is not plausible for bash + sleep", mem.GetRss())
+		}
+		measuredRSS := false
+		for _, f := range mem.GetMeasuredFields() {
+			if f == drivers.MemoryUsage_RSS {
+				measuredRSS = true
+			}
+		}
+		if !measuredRSS {
+			t.Errorf("memory measured_fields %v does not include RSS", mem.GetMeasuredFields())
+		}
+		if len(s.GetResourceUsageByPid()) < 1 {
+			t.Errorf("no per-pid usage in %v", s)
+		}
+		if cpu := s.GetAggResourceUsage().GetCpu(); cpu.GetPercent() < 0 || cpu.GetPercent() > 400 {
+			t.Errorf("CPU percent %v is not plausible for a sleeping task", cpu.GetPercent())
 		}
 	}
 	cancel()

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod log;
 pub mod process;
+pub mod procstats;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

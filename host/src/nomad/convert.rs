@@ -6,6 +6,7 @@ use nomad_plugin_proto::drivers as pb;
 use nomad_plugin_proto::structs::{Attribute as PbAttribute, attribute::Value as PbValue};
 
 use crate::caps::TaskEvent;
+use crate::caps::procstats;
 use crate::runtime::bindings::nomad::driver::types as wit;
 use crate::tasks::TaskResult;
 
@@ -178,6 +179,34 @@ pub fn task_event(e: &TaskEvent) -> pb::DriverTaskEvent {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+    }
+}
+
+/// One process set's usage in Nomad's shape, with `measured_fields` naming
+/// exactly what was measured.
+pub fn resource_usage(u: &procstats::Usage, r: &procstats::CpuRates) -> pb::TaskResourceUsage {
+    use pb::cpu_usage::Fields as C;
+    use pb::memory_usage::Fields as M;
+    pb::TaskResourceUsage {
+        cpu: Some(pb::CpuUsage {
+            system_mode: r.system_percent,
+            user_mode: r.user_percent,
+            total_ticks: r.total_ticks,
+            throttled_periods: 0,
+            throttled_time: 0,
+            percent: r.percent,
+            measured_fields: vec![
+                C::SystemMode as i32,
+                C::UserMode as i32,
+                C::TotalTicks as i32,
+                C::Percent as i32,
+            ],
+        }),
+        memory: Some(pb::MemoryUsage {
+            rss: u.rss_bytes,
+            measured_fields: vec![M::Rss as i32],
+            ..Default::default()
+        }),
     }
 }
 

@@ -9,9 +9,10 @@ pub mod convert;
 pub mod errors;
 pub mod hclspec;
 
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nomad_plugin_proto::base::{self as base_pb, base_plugin_server::BasePlugin};
 use nomad_plugin_proto::drivers::{self as pb, driver_server::Driver as DriverService};
@@ -20,6 +21,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::caps::procstats;
 use crate::driver::Driver;
 use errors::to_status;
 
@@ -296,18 +298,66 @@ impl DriverService for NomadPlugin {
 
     type TaskStatsStream = RpcStream<pb::TaskStatsResponse>;
 
-    /// Per-task resource usage is not measured yet; the stream is kept open
-    /// (sending nothing) because Nomad re-calls a closed stats stream every
-    /// interval and logs each ending as an error.
+    /// Usage of the task's process groups every `collection_interval`
+    /// (default 1 s), until the client cancels. After the task exits the
+    /// stream stays open and silent: Nomad re-calls a closed stats stream
+    /// every interval and logs each ending.
     async fn task_stats(
         &self,
         req: Request<pb::TaskStatsRequest>,
     ) -> Result<Response<Self::TaskStatsStream>, Status> {
         let req = req.into_inner();
-        self.driver
+        let task = self
+            .driver
             .inspect_task(Self::task_id(&req.task_id)?)
             .map_err(to_status)?;
-        Ok(Response::new(Box::pin(tokio_stream::pending())))
+        let interval = match convert::duration(req.collection_interval.as_ref()) {
+            d if d.is_zero() => Duration::from_secs(1),
+            d => d.max(Duration::from_millis(50)),
+        };
+        let processes = self.driver.guest().host().processes.clone();
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut total_rates = procstats::RateTracker::default();
+            let mut pid_rates: HashMap<u32, procstats::RateTracker> = HashMap::new();
+            loop {
+                if task.exit().is_none() {
+                    let groups: HashSet<u32> =
+                        processes.of_task(&task.id).iter().map(|p| p.pid).collect();
+                    let sampled =
+                        tokio::task::spawn_blocking(move || procstats::sample_groups(&groups))
+                            .await;
+                    if let Ok((total, by_pid)) = sampled {
+                        let now = Instant::now();
+                        let agg = convert::resource_usage(&total, &total_rates.rates(now, total));
+                        pid_rates.retain(|pid, _| by_pid.contains_key(pid));
+                        let per_pid = by_pid
+                            .iter()
+                            .map(|(pid, u)| {
+                                let r = pid_rates.entry(*pid).or_default().rates(now, *u);
+                                (pid.to_string(), convert::resource_usage(u, &r))
+                            })
+                            .collect();
+                        let msg = pb::TaskStatsResponse {
+                            stats: Some(pb::TaskStats {
+                                id: task.id.clone(),
+                                timestamp: Some(convert::timestamp(std::time::SystemTime::now())),
+                                agg_resource_usage: Some(agg),
+                                resource_usage_by_pid: per_pid,
+                            }),
+                        };
+                        if tx.send(Ok(msg)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type TaskEventsStream = RpcStream<pb::DriverTaskEvent>;

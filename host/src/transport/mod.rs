@@ -5,12 +5,20 @@
 //! to run without Nomad's magic cookie, accepts app protocol 2 only, prints
 //! `1|2|unix|<socket>|grpc|` as the very first stdout line, ignores SIGINT,
 //! and exits within two seconds of `GRPCController.Shutdown` or SIGTERM.
+//!
+//! Nomad never enables go-plugin AutoMTLS, but if a go-plugin client does
+//! (`PLUGIN_CLIENT_CERT` set), the socket serves mutual TLS the way go-plugin
+//! does and the handshake line carries the server certificate in field 6
+//! (see `mtls`). Without it, the socket is plain h2c as Nomad expects.
 
 mod goplugin;
+pub mod mtls;
 
+use std::future::Future;
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +31,8 @@ use nomad_plugin_proto::base::base_plugin_server::BasePluginServer;
 use nomad_plugin_proto::drivers::driver_server::DriverServer;
 
 pub const MAGIC_COOKIE_KEY: &str = "NOMAD_PLUGIN_MAGIC_COOKIE";
-pub const MAGIC_COOKIE_VALUE: &str = "e4327c2e01eabfd75a8a67adb114fb34a757d57eee7728d857a8cec6e91a7255";
+pub const MAGIC_COOKIE_VALUE: &str =
+    "e4327c2e01eabfd75a8a67adb114fb34a757d57eee7728d857a8cec6e91a7255";
 /// go-plugin's core protocol version.
 pub const CORE_PROTOCOL: u32 = 1;
 /// Nomad's plugin app protocol ("0.9+ gRPC").
@@ -45,6 +54,8 @@ pub enum HandshakeError {
     Protocol { offered: String },
     #[error("cannot create the plugin socket: {0}")]
     Socket(std::io::Error),
+    #[error(transparent)]
+    Mtls(#[from] mtls::MtlsError),
 }
 
 /// What a person sees when they run the binary by hand.
@@ -64,7 +75,8 @@ pub fn not_a_command_text(binary: &str) -> String {
     )
 }
 
-/// Checks the environment Nomad's plugin loader sets.
+/// Checks the environment Nomad's plugin loader sets (and, when a go-plugin
+/// client asks for AutoMTLS, that its certificate is usable).
 pub fn check_env(env: impl Fn(&str) -> Option<String>) -> Result<(), HandshakeError> {
     if env(MAGIC_COOKIE_KEY).as_deref() != Some(MAGIC_COOKIE_VALUE) {
         return Err(HandshakeError::NoCookie);
@@ -77,7 +89,25 @@ pub fn check_env(env: impl Fn(&str) -> Option<String>) -> Result<(), HandshakeEr
             return Err(HandshakeError::Protocol { offered });
         }
     }
+    if let Some(pem) = env(mtls::CLIENT_CERT_ENV).filter(|p| !p.is_empty()) {
+        mtls::parse_client_certs(&pem)?;
+    }
     Ok(())
+}
+
+/// The AutoMTLS set-up when a go-plugin client asked for it (an empty
+/// `PLUGIN_CLIENT_CERT` counts as unset, as in go-plugin).
+fn auto_mtls_from_env() -> Result<Option<mtls::AutoMtls>, HandshakeError> {
+    match std::env::var_os(mtls::CLIENT_CERT_ENV) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => {
+            let pem = v
+                .into_string()
+                .map_err(|_| mtls::MtlsError::BadClientCert("the value is not UTF-8".into()))?;
+            Ok(Some(mtls::AutoMtls::new(&pem)?))
+        }
+    }
 }
 
 /// A fresh private (0700) directory holding the plugin socket, removed when
@@ -99,7 +129,9 @@ impl SocketDir {
                 Err(e) => return Err(e),
             }
         }
-        Err(std::io::Error::other("could not find a free socket directory name"))
+        Err(std::io::Error::other(
+            "could not find a free socket directory name",
+        ))
     }
 
     pub fn socket_path(&self) -> PathBuf {
@@ -117,14 +149,24 @@ impl Drop for SocketDir {
     }
 }
 
-/// The handshake line go-plugin's client parses.
+/// The handshake line go-plugin's client parses (no AutoMTLS).
 pub fn handshake_line(socket: &Path) -> String {
-    format!("{CORE_PROTOCOL}|{APP_PROTOCOL}|unix|{}|grpc|\n", socket.display())
+    handshake_line_with_cert(socket, "")
+}
+
+/// The handshake line with `server_cert` (go-plugin AutoMTLS: the server
+/// certificate's DER in unpadded base64, or empty) as field 6.
+pub fn handshake_line_with_cert(socket: &Path, server_cert: &str) -> String {
+    format!(
+        "{CORE_PROTOCOL}|{APP_PROTOCOL}|unix|{}|grpc|{server_cert}\n",
+        socket.display()
+    )
 }
 
 /// Binds the socket, prints the handshake line and serves until Shutdown
 /// or SIGTERM. Returns when it is time to exit.
 pub async fn serve(plugin: NomadPlugin) -> Result<(), HandshakeError> {
+    let auto_mtls = auto_mtls_from_env()?;
     let dir = SocketDir::create().map_err(HandshakeError::Socket)?;
     let socket = dir.socket_path();
     let listener = UnixListener::bind(&socket).map_err(HandshakeError::Socket)?;
@@ -148,16 +190,25 @@ pub async fn serve(plugin: NomadPlugin) -> Result<(), HandshakeError> {
     // Nothing may reach stdout before this line.
     {
         let mut out = std::io::stdout().lock();
-        let _ = out.write_all(handshake_line(&socket).as_bytes());
+        let server_cert = auto_mtls.as_ref().map_or("", |m| m.handshake_field());
+        let _ = out.write_all(handshake_line_with_cert(&socket, server_cert).as_bytes());
         let _ = out.flush();
     }
-    tracing::info!(socket = %socket.display(), "plugin serving");
+    tracing::info!(socket = %socket.display(), auto_mtls = auto_mtls.is_some(), "plugin serving");
 
     let stop = shutdown.clone();
-    let server = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+    let stop_signal = async move {
         stop.notified().await;
-    });
-    tokio::pin!(server);
+    };
+    let mut server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match &auto_mtls {
+            None => Box::pin(
+                router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop_signal),
+            ),
+            Some(m) => {
+                Box::pin(router.serve_with_incoming_shutdown(m.incoming(listener), stop_signal))
+            }
+        };
     tokio::select! {
         r = &mut server => {
             if let Err(e) = r {
@@ -212,31 +263,63 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
     #[test]
     fn cookie_is_required() {
         assert!(matches!(check_env(env(&[])), Err(HandshakeError::NoCookie)));
-        assert!(matches!(check_env(env(&[(MAGIC_COOKIE_KEY, "nope")])), Err(HandshakeError::NoCookie)));
+        assert!(matches!(
+            check_env(env(&[(MAGIC_COOKIE_KEY, "nope")])),
+            Err(HandshakeError::NoCookie)
+        ));
         assert!(check_env(env(&[(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)])).is_ok());
     }
 
     #[test]
     fn protocol_2_must_be_offered() {
-        let ok = check_env(env(&[(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE), ("PLUGIN_PROTOCOL_VERSIONS", "1, 2")]));
+        let ok = check_env(env(&[
+            (MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE),
+            ("PLUGIN_PROTOCOL_VERSIONS", "1, 2"),
+        ]));
         assert!(ok.is_ok());
-        let err = check_env(env(&[(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE), ("PLUGIN_PROTOCOL_VERSIONS", "1")]))
-            .unwrap_err();
+        let err = check_env(env(&[
+            (MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE),
+            ("PLUGIN_PROTOCOL_VERSIONS", "1"),
+        ]))
+        .unwrap_err();
         assert!(err.to_string().contains("version(s) \"1\""), "{err}");
+    }
+
+    #[test]
+    fn bad_auto_mtls_client_cert_is_refused_up_front() {
+        let cookie = (MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE);
+        // Empty counts as unset (go-plugin does the same).
+        assert!(check_env(env(&[cookie, (mtls::CLIENT_CERT_ENV, "")])).is_ok());
+        let err = check_env(env(&[cookie, (mtls::CLIENT_CERT_ENV, "garbage")])).unwrap_err();
+        assert!(matches!(err, HandshakeError::Mtls(_)), "{err:?}");
+        assert!(err.to_string().contains("PLUGIN_CLIENT_CERT"), "{err}");
+    }
+
+    #[test]
+    fn handshake_line_carries_the_server_cert_in_field_6() {
+        let line = handshake_line_with_cert(Path::new("/tmp/x/plugin.sock"), "QUJD");
+        assert_eq!(line, "1|2|unix|/tmp/x/plugin.sock|grpc|QUJD\n");
+        assert_eq!(handshake_line(Path::new("/s")), "1|2|unix|/s|grpc|\n");
     }
 
     #[test]
     fn socket_dir_is_private_and_removed() {
         let dir = SocketDir::create().unwrap();
         let path = dir.path().to_path_buf();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         assert_eq!(
             handshake_line(&dir.socket_path()),
             format!("1|2|unix|{}/plugin.sock|grpc|\n", path.display())
