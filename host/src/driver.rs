@@ -6,8 +6,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::caps::TaskContext;
 use crate::caps::process::Proc;
+use crate::caps::{TaskContext, TaskEvent};
 use crate::runtime::bindings::exports::nomad::driver::driver::Guest as DriverExports;
 use crate::runtime::bindings::nomad::driver::types::{
     self as wit, DriverCapabilities as Capabilities, DriverError as GuestRefusal,
@@ -24,6 +24,9 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// Why a driver operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
+    /// The operator did not grant what was asked.
+    #[error("{0}")]
+    NotGranted(String),
     #[error("task not found for given id: {0}")]
     TaskNotFound(String),
     #[error("a task with id {0} already exists")]
@@ -299,8 +302,18 @@ impl Driver {
         };
         if status.lost {
             // Nothing for the guest to interpret: the status is unknown.
+            self.guest.host().emit(TaskEvent::for_task(
+                &task_context(&task),
+                "the task's supervisor ended without recording an exit status",
+            ));
             task.set_exit(raw);
             return;
+        }
+        if status.oom_killed {
+            self.guest.host().emit(TaskEvent::for_task(
+                &task_context(&task),
+                "the task was killed because it ran out of memory",
+            ));
         }
         let result = match self.config().await {
             Ok(config) => {
@@ -432,6 +445,73 @@ impl Driver {
         })
         .await?
         .map_err(|e| self.refused("signal-task", e))
+    }
+
+    /// The host command that runs `argv` inside the task, as the guest
+    /// decides it, checked against the grants.
+    pub async fn exec_command(
+        &self,
+        id: &str,
+        argv: Vec<String>,
+    ) -> Result<std::process::Command, DriverError> {
+        let task = self.task(id)?;
+        if argv.is_empty() {
+            return Err(DriverError::InvalidRequest(
+                "exec: the command is empty".into(),
+            ));
+        }
+        let config = self.config().await?;
+        let tref = task_ref(&task);
+        let cmd = self
+            .call("exec-command", Some(task_context(&task)), move |g, s| {
+                g.call_exec_command(s, &config, &tref, &argv)
+            })
+            .await?
+            .map_err(|e| self.refused("exec-command", e))?;
+        crate::caps::process::build_command(self.guest.host(), &cmd).map_err(|e| {
+            use crate::runtime::bindings::nomad::driver::process::ProcessError as P;
+            match e {
+                P::NotGranted(m) => DriverError::NotGranted(m),
+                P::NotFound(m) => DriverError::InvalidRequest(m),
+                P::Failed(m) => DriverError::Host(m),
+            }
+        })
+    }
+
+    /// Runs `argv` inside the task to completion (script checks), capturing
+    /// its output. A zero timeout means no limit.
+    pub async fn exec_task(
+        &self,
+        id: &str,
+        argv: Vec<String>,
+        timeout: Duration,
+    ) -> Result<(Vec<u8>, Vec<u8>, TaskResult), DriverError> {
+        let program = argv.first().cloned().unwrap_or_default();
+        let mut cmd = self.exec_command(id, argv).await?;
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let limit = if timeout.is_zero() {
+            Duration::from_secs(24 * 3600)
+        } else {
+            timeout
+        };
+        let out = tokio::task::spawn_blocking(move || {
+            crate::caps::process::run_to_completion(cmd, &program, limit)
+        })
+        .await
+        .map_err(|e| DriverError::Host(format!("exec was lost: {e}")))?
+        .map_err(|e| DriverError::Host(format!("exec: {e:?}")))?;
+        Ok((
+            out.stdout,
+            out.stderr,
+            TaskResult {
+                exit_code: out.status.code,
+                signal: out.status.signal,
+                oom_killed: out.status.oom_killed,
+                err: None,
+            },
+        ))
     }
 
     /// Removes the task and everything the host and guest hold for it.

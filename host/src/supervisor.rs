@@ -117,7 +117,7 @@ fn log(dir: &Path, msg: &str) {
     }
 }
 
-fn resolve_user(user: &str) -> Result<(u32, u32), String> {
+pub fn resolve_user(user: &str) -> Result<(u32, u32), String> {
     let found = match user.parse::<u32>() {
         Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
         Err(_) => nix::unistd::User::from_name(user),

@@ -12,10 +12,10 @@ use nomad_driver_sdk::host::process::{self, Command, Output, SpawnSpec};
 use nomad_driver_sdk::schema::Schema;
 use nomad_driver_sdk::{
     Attribute, AttributeValue, Driver, DriverCapabilities, DriverError, FingerprintReport,
-    FsIsolation, Health, NomadConfig, PluginInfo, Spec, TaskConfig, TaskStarted, config_error, cty,
-    process_error,
+    FsIsolation, Health, NomadConfig, PluginInfo, Spec, TaskConfig, TaskRef, TaskStarted,
+    config_error, cty, process_error,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The driver name jobs use: `driver = "hello-world-example"`.
 pub const NAME: &str = "hello-world-example";
@@ -44,6 +44,15 @@ struct TaskConf {
 
 fn default_greeting() -> String {
     "Hello, World!".into()
+}
+
+/// What a running task needs remembered: how to exec inside it.
+#[derive(Debug, Serialize, Deserialize)]
+struct TaskState {
+    shell: String,
+    env: Vec<(String, String)>,
+    cwd: Option<String>,
+    user: Option<String>,
 }
 
 /// The hello driver.
@@ -140,7 +149,7 @@ impl Driver for Hello {
     fn capabilities() -> DriverCapabilities {
         DriverCapabilities {
             send_signals: true,
-            exec: false,
+            exec: true,
             fs_isolation: FsIsolation::None,
             network_modes: vec![],
             must_create_network: false,
@@ -212,25 +221,64 @@ impl Driver for Hello {
         let conf: TaskConf = cty::from_slice(&task.driver_config).map_err(config_error)?;
         let path = Self::shell_path(&shell)?;
         let task_dir = format!("{}/{}", task.alloc_dir, task.name);
+        let state = TaskState {
+            shell,
+            env: task.env,
+            cwd: (!task.alloc_dir.is_empty()).then_some(task_dir),
+            user: (!task.user.is_empty()).then_some(task.user),
+        };
         let spec = SpawnSpec {
             command: Command {
                 program: path.clone(),
-                args: task_argv(&shell, &path, &conf.greeting, conf.sleep, conf.exit_code)
-                    .into_iter()
-                    .skip(1)
-                    .collect(),
-                env: task.env,
-                cwd: (!task.alloc_dir.is_empty()).then_some(task_dir),
-                user: (!task.user.is_empty()).then_some(task.user),
+                args: task_argv(
+                    &state.shell,
+                    &path,
+                    &conf.greeting,
+                    conf.sleep,
+                    conf.exit_code,
+                )
+                .into_iter()
+                .skip(1)
+                .collect(),
+                env: state.env.clone(),
+                cwd: state.cwd.clone(),
+                user: state.user.clone(),
             },
             stdout: Output::TaskStdout,
             stderr: Output::TaskStderr,
         };
         let id = process::spawn(&spec).map_err(process_error)?;
         Ok(TaskStarted {
-            driver_state: shell.into_bytes(),
+            driver_state: serde_json::to_vec(&state)
+                .map_err(|e| DriverError::Fatal(format!("encoding task state: {e}")))?,
             main_process: Some(id),
             network_override: None,
+        })
+    }
+
+    /// Runs the command on the host in the task's environment, directory
+    /// and user, like raw_exec (hello has no filesystem isolation).
+    fn exec_command(
+        _config: Vec<u8>,
+        task: TaskRef,
+        command: Vec<String>,
+    ) -> Result<Command, DriverError> {
+        let state: TaskState = serde_json::from_slice(&task.driver_state)
+            .map_err(|e| DriverError::Fatal(format!("task state is unreadable: {e}")))?;
+        let Some((program, args)) = command.split_first() else {
+            return Err(DriverError::InvalidConfig(
+                "exec: the command is empty".into(),
+            ));
+        };
+        let program = process::lookup_path(program).ok_or_else(|| {
+            DriverError::InvalidConfig(format!("exec: {program:?} was not found"))
+        })?;
+        Ok(Command {
+            program,
+            args: args.to_vec(),
+            env: state.env,
+            cwd: state.cwd,
+            user: state.user,
         })
     }
 }

@@ -111,6 +111,17 @@ pub trait Driver {
         host::process::signal(&main, &signal).map_err(process_error)
     }
 
+    /// No exec by default.
+    fn exec_command(
+        _config: Vec<u8>,
+        _task: TaskRef,
+        _command: Vec<String>,
+    ) -> Result<host::process::Command, DriverError> {
+        Err(DriverError::Unsupported(
+            "this driver does not run commands inside its tasks".into(),
+        ))
+    }
+
     /// Nothing to release beyond the host's own processes by default.
     fn destroy_task(_config: Vec<u8>, _task: TaskRef) -> Result<(), DriverError> {
         Ok(())
@@ -163,6 +174,13 @@ impl<T: Driver> bindings::exports::nomad::driver::driver::Guest for T {
     }
     fn signal_task(config: Vec<u8>, task: TaskRef, signal: String) -> Result<(), DriverError> {
         T::signal_task(config, task, signal)
+    }
+    fn exec_command(
+        config: Vec<u8>,
+        task: TaskRef,
+        command: Vec<String>,
+    ) -> Result<host::process::Command, DriverError> {
+        T::exec_command(config, task, command)
     }
     fn destroy_task(config: Vec<u8>, task: TaskRef) -> Result<(), DriverError> {
         T::destroy_task(config, task)

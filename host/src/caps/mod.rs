@@ -6,6 +6,7 @@
 //! operator did not grant.
 
 pub mod clock;
+pub mod exec;
 pub mod log;
 pub mod process;
 pub mod procstats;

@@ -375,7 +375,10 @@ pub fn parse_signal(name: &str) -> Result<Signal, String> {
     })
 }
 
-fn build_command(
+/// A std command for a guest's `command`, checked against the grants: the
+/// environment is exactly the one given, stdin is null, and it runs as the
+/// requested user.
+pub fn build_command(
     host: &crate::caps::HostContext,
     command: &Command,
 ) -> Result<StdCommand, ProcessError> {
@@ -395,7 +398,11 @@ fn build_command(
         }
         cmd.current_dir(dir);
     }
-    cmd.stdin(Stdio::null()).process_group(0);
+    if let Some(user) = command.user.as_deref().filter(|u| !u.is_empty()) {
+        let (uid, gid) = supervisor::resolve_user(user).map_err(ProcessError::NotFound)?;
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.stdin(Stdio::null());
     Ok(cmd)
 }
 
@@ -439,7 +446,9 @@ impl Host for CallState {
 
     fn run(&mut self, command: Command, timeout_ms: u32) -> Result<RunOutput, ProcessError> {
         let mut cmd = build_command(&self.host, &command)?;
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
         self.blocking(|_| {
             run_to_completion(
                 cmd,
@@ -484,7 +493,25 @@ impl Host for CallState {
             host.processes
                 .spawn(sup, stdout, stderr, task_id)
                 .map_err(|e| spawn_error(&spec.command.program, e))
-        })?;
+        });
+        let proc = match proc {
+            Ok(p) => p,
+            Err(e) => {
+                // Operators see why in the task's events, not only in logs.
+                if let Some(task) = &self.task {
+                    let msg = match &e {
+                        ProcessError::NotGranted(m)
+                        | ProcessError::NotFound(m)
+                        | ProcessError::Failed(m) => m,
+                    };
+                    self.host.emit(crate::caps::TaskEvent::for_task(
+                        task,
+                        format!("could not start the task process: {msg}"),
+                    ));
+                }
+                return Err(e);
+            }
+        };
         tracing::debug!(guest = %self.host.guest, pid = proc.pid, program = %spec.command.program, "process spawned");
         if let Some(t) = &mut self.task {
             t.spawned.push(proc.id.clone());
@@ -518,7 +545,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Runs a short command, capturing output, killing it after `timeout`.
-fn run_to_completion(
+pub fn run_to_completion(
     mut cmd: StdCommand,
     program: &str,
     timeout: Duration,

@@ -45,6 +45,7 @@ pub fn to_status(e: DriverError) -> Status {
     let message = e.to_string();
     match &e {
         DriverError::TaskNotFound(_) => Status::not_found(message),
+        DriverError::NotGranted(_) => Status::permission_denied(message),
         DriverError::TaskExists(_) => Status::already_exists(message),
         DriverError::InvalidRequest(_) => Status::invalid_argument(message),
         DriverError::Host(_) => with_recoverable(Code::Internal, message, true),

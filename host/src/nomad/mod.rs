@@ -406,25 +406,138 @@ impl DriverService for NomadPlugin {
         req: Request<pb::ExecTaskRequest>,
     ) -> Result<Response<pb::ExecTaskResponse>, Status> {
         let req = req.into_inner();
-        self.driver
-            .inspect_task(Self::task_id(&req.task_id)?)
+        let timeout = convert::duration(req.timeout.as_ref());
+        let (stdout, stderr, result) = self
+            .driver
+            .exec_task(Self::task_id(&req.task_id)?, req.command, timeout)
+            .await
             .map_err(to_status)?;
-        Err(Status::unimplemented(format!(
-            "driver {} does not support exec",
-            self.driver.manifest().info.name
-        )))
+        Ok(Response::new(pb::ExecTaskResponse {
+            stdout,
+            stderr,
+            result: Some(convert::exit_result(&result)),
+        }))
     }
 
     type ExecTaskStreamingStream = RpcStream<pb::ExecTaskStreamingResponse>;
 
+    /// `nomad alloc exec`: the first message carries the setup; later ones
+    /// carry stdin, terminal sizes or nothing (heartbeats). Output goes back
+    /// as it comes, each stream's end is marked, and the last message
+    /// carries the exit result.
     async fn exec_task_streaming(
         &self,
-        _: Request<Streaming<pb::ExecTaskStreamingRequest>>,
+        req: Request<Streaming<pb::ExecTaskStreamingRequest>>,
     ) -> Result<Response<Self::ExecTaskStreamingStream>, Status> {
-        Err(Status::unimplemented(format!(
-            "driver {} does not support exec",
-            self.driver.manifest().info.name
-        )))
+        use crate::caps::exec::{self, ExecInput, ExecOutput};
+        let mut inbound = req.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| {
+            Status::invalid_argument("exec stream ended before its setup message")
+        })?;
+        let setup = first
+            .setup
+            .ok_or_else(|| Status::invalid_argument("the first exec message must carry setup"))?;
+        let cmd = self
+            .driver
+            .exec_command(Self::task_id(&setup.task_id)?, setup.command)
+            .await
+            .map_err(to_status)?;
+
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel(64);
+        let (resp_tx, resp_rx) = mpsc::channel(64);
+        let to_input = |m: pb::ExecTaskStreamingRequest| {
+            let mut inputs = Vec::new();
+            if let Some(size) = m.tty_size {
+                inputs.push(ExecInput::Resize {
+                    rows: size.height.clamp(0, u16::MAX as i32) as u16,
+                    cols: size.width.clamp(0, u16::MAX as i32) as u16,
+                });
+            }
+            if let Some(stdin) = m.stdin {
+                if !stdin.data.is_empty() {
+                    inputs.push(ExecInput::Stdin(stdin.data));
+                }
+                if stdin.close {
+                    inputs.push(ExecInput::CloseStdin);
+                }
+            }
+            inputs
+        };
+        for i in to_input(pb::ExecTaskStreamingRequest {
+            setup: None,
+            ..first
+        }) {
+            let _ = in_tx.send(i).await;
+        }
+        // Set once the response side is finished (command done, or client
+        // gone); until then a half-closed input keeps the command running.
+        let (finished_tx, mut finished_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(m)) => {
+                        for i in to_input(m) {
+                            if in_tx.send(i).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    // Half-close: keep the command's input open until it ends.
+                    Ok(None) => {
+                        let _ = finished_rx.wait_for(|done| *done).await;
+                        return;
+                    }
+                    // The client cancelled: dropping the input stops the command.
+                    Err(_) => return,
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let runner = tokio::spawn(exec::run(cmd, setup.tty, in_rx, out_tx));
+            let io =
+                |data: Vec<u8>, close: bool| Some(pb::ExecTaskStreamingIoOperation { data, close });
+            while let Some(o) = out_rx.recv().await {
+                let msg = match o {
+                    ExecOutput::Stdout(d) => pb::ExecTaskStreamingResponse {
+                        stdout: io(d, false),
+                        ..Default::default()
+                    },
+                    ExecOutput::Stderr(d) => pb::ExecTaskStreamingResponse {
+                        stderr: io(d, false),
+                        ..Default::default()
+                    },
+                    ExecOutput::StdoutClosed => pb::ExecTaskStreamingResponse {
+                        stdout: io(vec![], true),
+                        ..Default::default()
+                    },
+                    ExecOutput::StderrClosed => pb::ExecTaskStreamingResponse {
+                        stderr: io(vec![], true),
+                        ..Default::default()
+                    },
+                };
+                if resp_tx.send(Ok(msg)).await.is_err() {
+                    let _ = finished_tx.send(true);
+                    return;
+                }
+            }
+            let _ = finished_tx.send(true);
+            let last = match runner.await {
+                Ok(Ok(exit)) => Ok(pb::ExecTaskStreamingResponse {
+                    exited: true,
+                    result: Some(pb::ExitResult {
+                        exit_code: exit.code,
+                        signal: exit.signal,
+                        oom_killed: exit.oom_killed,
+                    }),
+                    ..Default::default()
+                }),
+                Ok(Err(e)) => Err(Status::internal(format!("exec: {e}"))),
+                Err(e) => Err(Status::internal(format!("exec was lost: {e}"))),
+            };
+            let _ = resp_tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(resp_rx))))
     }
 
     async fn create_network(
