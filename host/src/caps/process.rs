@@ -425,10 +425,11 @@ fn open_output(which: Output, stdout_path: &str, stderr_path: &str) -> Result<St
 }
 
 fn spawn_error(program: &str, e: String) -> ProcessError {
-    if e.contains("No such file") {
-        ProcessError::NotFound(format!("{program}: {e}"))
+    let text = if e.contains(program) { e } else { format!("starting {program}: {e}") };
+    if text.contains("No such file") {
+        ProcessError::NotFound(text)
     } else {
-        ProcessError::Failed(format!("starting {program}: {e}"))
+        ProcessError::Failed(text)
     }
 }
 
