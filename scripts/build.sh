@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 
 profile="${PROFILE:-dev}"
 cargo build -p nomad-wasm-host --profile "$profile"
-cargo build -p hello-guest --target wasm32-wasip2 --profile guest
+cargo build -p hello-guest -p misbehave-guest --target wasm32-wasip2 --profile guest

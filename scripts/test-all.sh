@@ -10,9 +10,9 @@ scripts/setup.sh
 echo "== fmt"
 cargo fmt --all --check
 echo "== clippy (host, proto, SDK: native)"
-cargo clippy --workspace --all-targets --exclude hello-guest -- -D warnings
+cargo clippy --workspace --all-targets --exclude hello-guest --exclude misbehave-guest -- -D warnings
 echo "== clippy (guests: wasm32-wasip2)"
-cargo clippy -p hello-guest -p nomad-driver-sdk --target wasm32-wasip2 -- -D warnings
+cargo clippy -p hello-guest -p misbehave-guest -p nomad-driver-sdk --target wasm32-wasip2 -- -D warnings
 
 scripts/build.sh
 

@@ -336,7 +336,9 @@ fn classify(e: wasmtime::Error, limits: &CallLimits, instantiating: bool) -> Gue
         }
     }
     let text = format!("{e:#}");
-    if text.contains("memory") && text.contains("limit") {
+    // StoreLimits with trap_on_grow_failure reports "forcing trap when
+    // growing memory to N bytes".
+    if text.contains("growing memory") || (text.contains("memory") && text.contains("limit")) {
         return GuestFailure::OutOfMemory(limits.max_memory);
     }
     if instantiating {
