@@ -425,7 +425,11 @@ fn open_output(which: Output, stdout_path: &str, stderr_path: &str) -> Result<St
 }
 
 fn spawn_error(program: &str, e: String) -> ProcessError {
-    let text = if e.contains(program) { e } else { format!("starting {program}: {e}") };
+    let text = if e.contains(program) {
+        e
+    } else {
+        format!("starting {program}: {e}")
+    };
     if text.contains("No such file") {
         ProcessError::NotFound(text)
     } else {
