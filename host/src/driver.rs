@@ -187,12 +187,21 @@ impl Driver {
             .unwrap_or_default())
     }
 
+    /// The guest's fingerprint, plus what the host knows: which cgroups
+    /// resource limits go through (`v2`, `v1-memory`, or `none`).
     pub async fn fingerprint(&self) -> Result<Fingerprint, DriverError> {
         let config = self.config().await?;
-        self.call("fingerprint", None, move |g, s| {
-            g.call_fingerprint(s, &config)
-        })
-        .await
+        let mut report = self
+            .call("fingerprint", None, move |g, s| {
+                g.call_fingerprint(s, &config)
+            })
+            .await?;
+        report.attributes.push(wit::Attribute {
+            key: format!("driver.{}.cgroups", self.manifest.info.name),
+            value: wit::AttributeValue::Text(self.guest.host().processes.cgroups().kind().into()),
+            unit: String::new(),
+        });
+        Ok(report)
     }
 
     /// Starts a task: the guest validates its config and spawns what it

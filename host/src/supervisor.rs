@@ -46,6 +46,9 @@ pub struct Spec {
     pub cwd: Option<String>,
     /// Run as this user (name or numeric uid) with its primary group.
     pub user: Option<String>,
+    /// A cgroup directory to join before starting the task.
+    #[serde(default)]
+    pub cgroup: Option<String>,
 }
 
 /// Written by the supervisor once the task process exists.
@@ -147,6 +150,14 @@ fn supervise(dir: &Path) -> Result<(), String> {
     // a group kill of the host) must not reach the supervisor.
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     let spec: Spec = read_json(dir, SPEC_FILE).map_err(|e| format!("reading {SPEC_FILE}: {e}"))?;
+    // Join the cgroup first, so the task and all it starts are inside.
+    if let Some(cg) = &spec.cgroup {
+        std::fs::write(
+            Path::new(cg).join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .map_err(|e| format!("joining cgroup {cg}: {e}"))?;
+    }
 
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
@@ -201,10 +212,14 @@ fn supervise(dir: &Path) -> Result<(), String> {
         (None, Some(s)) => (128 + s, s),
         (None, None) => (-1, 0),
     };
+    let oom_killed = spec
+        .cgroup
+        .as_deref()
+        .is_some_and(|cg| crate::caps::cgroups::oom_kills(Path::new(cg)) > 0);
     let exited = Exited {
         code,
         signal,
-        oom_killed: false,
+        oom_killed,
         at_unix_ns: now_ns(),
     };
     write_json(dir, EXITED_FILE, &exited).map_err(|e| format!("recording the task's exit: {e}"))

@@ -8,7 +8,7 @@
 //! Unlike the skeleton, the greeting is never spliced into shell source: it
 //! is passed as a positional argument, so `"; rm -rf / #` prints as text.
 
-use nomad_driver_sdk::host::process::{self, Command, Output, SpawnSpec};
+use nomad_driver_sdk::host::process::{self, Command, Limits, Output, SpawnSpec};
 use nomad_driver_sdk::schema::Schema;
 use nomad_driver_sdk::{
     Attribute, AttributeValue, Driver, DriverCapabilities, DriverError, FingerprintReport,
@@ -246,6 +246,10 @@ impl Driver for Hello {
             },
             stdout: Output::TaskStdout,
             stderr: Output::TaskStderr,
+            limits: Some(Limits {
+                memory_max_bytes: task.resources.memory_limit_bytes.max(0) as u64,
+                cpu_shares: task.resources.cpu_shares.max(0) as u64,
+            }),
         };
         let id = process::spawn(&spec).map_err(process_error)?;
         Ok(TaskStarted {

@@ -37,12 +37,21 @@ pub enum ExecOutput {
 pub async fn run(
     mut cmd: StdCommand,
     tty: bool,
+    initial_size: Option<(u16, u16)>,
     mut input: mpsc::Receiver<ExecInput>,
     output: mpsc::Sender<ExecOutput>,
 ) -> Result<ProcExit, String> {
     let mut master: Option<OwnedFd> = None;
     if tty {
-        let pty = nix::pty::openpty(None, None).map_err(|e| format!("allocating a pty: {e}"))?;
+        // The size is set before the command starts, so it never sees 0x0.
+        let size = initial_size.map(|(rows, cols)| nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        });
+        let pty =
+            nix::pty::openpty(size.as_ref(), None).map_err(|e| format!("allocating a pty: {e}"))?;
         let slave = pty.slave;
         let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("pty: {e}"));
         cmd.stdin(Stdio::from(dup(&slave)?))
@@ -212,7 +221,7 @@ mod tests {
             .unwrap();
         in_tx.send(ExecInput::CloseStdin).await.unwrap();
         let collector = tokio::spawn(collect(out_rx));
-        let exit = run(cmd, false, in_rx, out_tx).await.unwrap();
+        let exit = run(cmd, false, None, in_rx, out_tx).await.unwrap();
         let (out, err, closed) = collector.await.unwrap();
         assert_eq!(exit.code, 7);
         assert_eq!(out, b"out:hi\n");
@@ -235,12 +244,24 @@ mod tests {
             .await
             .unwrap();
         let collector = tokio::spawn(collect(out_rx));
-        let exit = run(cmd, true, in_rx, out_tx).await.unwrap();
+        let exit = run(cmd, true, None, in_rx, out_tx).await.unwrap();
         let (out, _, _) = collector.await.unwrap();
         let text = String::from_utf8_lossy(&out);
         assert_eq!(exit.code, 0, "{text}");
         assert!(text.contains("tty"), "{text}");
         assert!(text.contains("33 101"), "{text}");
         drop(in_tx);
+    }
+
+    #[tokio::test]
+    async fn the_initial_size_is_set_before_the_command_starts() {
+        let mut cmd = StdCommand::new("/bin/sh");
+        cmd.args(["-c", "stty size"]);
+        let (_in_tx, in_rx) = mpsc::channel(4);
+        let (out_tx, out_rx) = mpsc::channel(16);
+        let collector = tokio::spawn(collect(out_rx));
+        run(cmd, true, Some((24, 80)), in_rx, out_tx).await.unwrap();
+        let (out, _, _) = collector.await.unwrap();
+        assert!(String::from_utf8_lossy(&out).contains("24 80"), "{out:?}");
     }
 }

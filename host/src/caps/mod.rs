@@ -5,6 +5,7 @@
 //! against the operator's [`Grants`]; nothing is reachable that the
 //! operator did not grant.
 
+pub mod cgroups;
 pub mod clock;
 pub mod exec;
 pub mod log;

@@ -22,6 +22,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use super::cgroups::{self, Cgroups, Limits};
 use crate::runtime::CallState;
 use crate::runtime::bindings::nomad::driver::process::{
     Command, Host, Output, ProcessError, RunOutput, SpawnSpec,
@@ -98,6 +99,8 @@ pub struct Proc {
     pub pid: u32,
     pub task_id: Option<String>,
     pub dir: PathBuf,
+    /// The cgroup holding its limits, if any.
+    pub cgroup: Option<PathBuf>,
     exit: watch::Receiver<Option<ProcExit>>,
 }
 
@@ -138,6 +141,9 @@ impl Proc {
 #[derive(Debug)]
 pub struct ProcessTable {
     state_dir: PathBuf,
+    cgroups: Cgroups,
+    /// The binary run as supervisor: this host itself.
+    supervisor_exe: PathBuf,
     procs: Mutex<HashMap<String, Arc<Proc>>>,
 }
 
@@ -148,12 +154,27 @@ impl ProcessTable {
     pub fn new(state_dir: PathBuf) -> Self {
         ProcessTable {
             state_dir,
+            cgroups: Cgroups::detect(),
+            // /proc/self/exe still works if the binary was replaced on disk.
+            supervisor_exe: PathBuf::from("/proc/self/exe"),
             procs: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// Which cgroups limits go through on this host.
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.cgroups
+    }
+
+    /// Runs supervisors from `exe` instead of this process's own binary
+    /// (for tests, whose binary is not the host).
+    pub fn with_supervisor_exe(mut self, exe: PathBuf) -> Self {
+        self.supervisor_exe = exe;
+        self
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Proc>> {
@@ -187,6 +208,9 @@ impl ProcessTable {
             Err(_) => Vec::new(),
         };
         for p in removed {
+            if let Some(cg) = &p.cgroup {
+                cgroups::remove(cg);
+            }
             if let Err(e) = std::fs::remove_dir_all(&p.dir) {
                 tracing::warn!(dir = %p.dir.display(), error = %e, "cannot remove process records");
             }
@@ -237,7 +261,8 @@ impl ProcessTable {
     /// process runs. Must be called from within a tokio runtime.
     pub fn spawn(
         &self,
-        spec: supervisor::Spec,
+        mut spec: supervisor::Spec,
+        limits: Limits,
         stdout: Stdio,
         stderr: Stdio,
         task_id: Option<String>,
@@ -246,17 +271,28 @@ impl ProcessTable {
             .map_err(|_| "no async runtime to supervise the process".to_string())?;
         let _guard = handle.enter();
         let (id, dir) = self.new_dir(task_id.as_deref())?;
-        let cleanup = |msg: String| {
+        let mut cgroup: Option<PathBuf> = None;
+        let cleanup = |msg: String, cgroup: &Option<PathBuf>| {
             let _ = std::fs::remove_dir_all(&dir);
+            if let Some(cg) = cgroup {
+                cgroups::remove(cg);
+            }
             msg
         };
+        if !limits.is_empty() {
+            cgroup = self
+                .cgroups
+                .create(&id, &limits)
+                .map_err(|e| cleanup(e, &None))?;
+            spec.cgroup = cgroup.as_ref().map(|p| p.to_string_lossy().into_owned());
+        }
+        let cleanup = |msg: String| cleanup(msg, &cgroup);
         supervisor::write_json(&dir, supervisor::SPEC_FILE, &spec)
             .map_err(|e| cleanup(format!("writing the process spec: {e}")))?;
         let (host_end, shim_end) =
             UnixStream::pair().map_err(|e| cleanup(format!("creating the control socket: {e}")))?;
         let mut child = {
-            // /proc/self/exe still works if the binary was replaced on disk.
-            let mut cmd = tokio::process::Command::new("/proc/self/exe");
+            let mut cmd = tokio::process::Command::new(&self.supervisor_exe);
             cmd.arg(supervisor::SUBCOMMAND)
                 .arg(&dir)
                 .stdin(Stdio::from(OwnedFd::from(shim_end)))
@@ -286,6 +322,7 @@ impl ProcessTable {
             pid: started.pid,
             task_id,
             dir,
+            cgroup,
             exit: rx,
         }))
     }
@@ -326,6 +363,10 @@ impl ProcessTable {
             id: id.to_owned(),
             pid: started.pid,
             task_id,
+            cgroup: supervisor::read_json::<supervisor::Spec>(&dir, supervisor::SPEC_FILE)
+                .ok()
+                .and_then(|s| s.cgroup)
+                .map(PathBuf::from),
             dir,
             exit: rx,
         }))
@@ -490,13 +531,21 @@ impl Host for CallState {
             env: spec.command.env.clone(),
             cwd: spec.command.cwd.clone(),
             user: spec.command.user.clone(),
+            cgroup: None,
         };
         let host = self.host.clone();
         let proc = self.blocking(|_| {
             let stdout = open_output(spec.stdout, &out, &err)?;
             let stderr = open_output(spec.stderr, &out, &err)?;
+            let limits = spec
+                .limits
+                .map(|l| Limits {
+                    memory_max: l.memory_max_bytes,
+                    cpu_shares: l.cpu_shares,
+                })
+                .unwrap_or_default();
             host.processes
-                .spawn(sup, stdout, stderr, task_id)
+                .spawn(sup, limits, stdout, stderr, task_id)
                 .map_err(|e| spawn_error(&spec.command.program, e))
         });
         let proc = match proc {

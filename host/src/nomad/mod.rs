@@ -464,8 +464,15 @@ impl DriverService for NomadPlugin {
             }
             inputs
         };
+        let initial_size = first.tty_size.map(|size| {
+            (
+                size.height.clamp(0, u16::MAX as i32) as u16,
+                size.width.clamp(0, u16::MAX as i32) as u16,
+            )
+        });
         for i in to_input(pb::ExecTaskStreamingRequest {
             setup: None,
+            tty_size: None,
             ..first
         }) {
             let _ = in_tx.send(i).await;
@@ -494,7 +501,7 @@ impl DriverService for NomadPlugin {
             }
         });
         tokio::spawn(async move {
-            let runner = tokio::spawn(exec::run(cmd, setup.tty, in_rx, out_tx));
+            let runner = tokio::spawn(exec::run(cmd, setup.tty, initial_size, in_rx, out_tx));
             let io =
                 |data: Vec<u8>, close: bool| Some(pb::ExecTaskStreamingIoOperation { data, close });
             while let Some(o) = out_rx.recv().await {

@@ -1,0 +1,85 @@
+//! Memory limits through cgroups, for real: a process tree that outgrows
+//! its limit is OOM-killed, and the supervisor records it. On a host
+//! without usable cgroups the limit cannot apply; the test then checks the
+//! documented fallback (the process runs, the kind is reported as `none`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use nomad_wasm_host::caps::cgroups::{Cgroups, Limits};
+use nomad_wasm_host::caps::process::ProcessTable;
+use nomad_wasm_host::supervisor::Spec;
+
+fn table(state: &tempfile::TempDir) -> ProcessTable {
+    ProcessTable::new(state.path().to_path_buf())
+        .with_supervisor_exe(PathBuf::from(env!("CARGO_BIN_EXE_nomad-driver-wasm")))
+}
+
+fn hog(bytes: u64) -> Spec {
+    Spec {
+        program: "/bin/bash".into(),
+        // Hold `bytes` in a shell variable, then report survival.
+        args: vec![
+            "-c".into(),
+            format!("x=$(head -c {bytes} /dev/zero | tr '\\0' a); echo survived ${{#x}}"),
+        ],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: None,
+        user: None,
+        cgroup: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_over_its_memory_limit_is_oom_killed_and_reported() {
+    let state = tempfile::tempdir().unwrap();
+    let t = table(&state);
+    let limits = Limits {
+        memory_max: 48 << 20,
+        cpu_shares: 0,
+    };
+    let spawn = |t: &ProcessTable, spec, limits, id: &str| {
+        let id = id.to_owned();
+        tokio::task::block_in_place(|| {
+            t.spawn(spec, limits, Stdio::null(), Stdio::null(), Some(id))
+        })
+    };
+    match t.cgroups().clone() {
+        Cgroups::Unavailable { reason } => {
+            assert_eq!(t.cgroups().kind(), "none");
+            let p = spawn(&t, hog(1 << 20), limits, "no-cgroups").unwrap();
+            let exit = p.wait().await;
+            assert_eq!(
+                (exit.code, exit.oom_killed),
+                (0, false),
+                "no cgroups ({reason}): runs unlimited"
+            );
+        }
+        _ => {
+            let p = spawn(&t, hog(256 << 20), limits, "hog").unwrap();
+            let cg = p
+                .cgroup
+                .clone()
+                .expect("limits were requested: the process has a cgroup");
+            let exit = p.wait().await;
+            assert!(
+                exit.oom_killed,
+                "256 MiB under a 48 MiB limit was not OOM-killed: {exit:?}"
+            );
+            t.remove_task("hog");
+            assert!(!cg.exists(), "cgroup {} left behind", cg.display());
+
+            // The same program well under the limit is untouched.
+            let p = spawn(&t, hog(4 << 20), limits, "small").unwrap();
+            let exit = p.wait().await;
+            assert_eq!(
+                (exit.code, exit.signal, exit.oom_killed),
+                (0, 0, false),
+                "{exit:?}"
+            );
+            t.remove_task("small");
+        }
+    }
+}
