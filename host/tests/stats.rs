@@ -41,12 +41,30 @@ fn stats_see_a_busy_process_that_holds_64_mb() {
     let _ = child.wait();
 
     assert!(by_pid.contains_key(&child.id()), "{by_pid:?}");
-    assert!(usage.rss_bytes >= 64 << 20, "RSS {} < 64 MiB", usage.rss_bytes);
-    assert!(usage.rss_bytes < 512 << 20, "RSS {} is implausibly large", usage.rss_bytes);
+    assert!(
+        usage.rss_bytes >= 64 << 20,
+        "RSS {} < 64 MiB",
+        usage.rss_bytes
+    );
+    assert!(
+        usage.rss_bytes < 512 << 20,
+        "RSS {} is implausibly large",
+        usage.rss_bytes
+    );
     // One spinning shell: up to one core, less when the machine is busy
     // (CI runs other tests beside it), never more than the machine has.
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-    assert!(rates.percent > 10.0, "CPU {}% for a busy loop", rates.percent);
-    assert!(rates.percent <= cores * 100.0 + 5.0, "CPU {}% exceeds {cores} cores", rates.percent);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    assert!(
+        rates.percent > 10.0,
+        "CPU {}% for a busy loop",
+        rates.percent
+    );
+    assert!(
+        rates.percent <= cores * 100.0 + 5.0,
+        "CPU {}% exceeds {cores} cores",
+        rates.percent
+    );
     assert!(rates.user_percent > rates.system_percent, "{rates:?}");
 }
