@@ -92,17 +92,17 @@ pub struct Started {
 }
 
 /// The driver: one guest, its config and its tasks.
+/// One loaded build of the guest, with the config it validated.
 #[derive(Debug)]
-pub struct Driver {
-    guest: Arc<Guest>,
-    manifest: GuestManifest,
-    tasks: TaskTable,
+pub struct Version {
+    pub guest: Arc<Guest>,
+    pub manifest: GuestManifest,
     /// The guest's validated config from `set-config`.
     config: RwLock<Option<Vec<u8>>>,
 }
 
-impl Driver {
-    /// Wraps a loaded guest, asking it for its manifest once.
+impl Version {
+    /// Asks a loaded guest for its manifest once.
     pub fn new(guest: Arc<Guest>) -> Result<Self, DriverError> {
         let manifest = guest.call("info", None, |g, s| {
             Ok(GuestManifest {
@@ -112,35 +112,128 @@ impl Driver {
                 capabilities: g.call_capabilities(&mut *s)?,
             })
         })?;
-        Ok(Driver {
+        Ok(Version {
             guest,
             manifest,
-            tasks: TaskTable::default(),
             config: RwLock::new(None),
         })
     }
 
-    pub fn manifest(&self) -> &GuestManifest {
-        &self.manifest
+    pub fn sha256(&self) -> &str {
+        self.guest.sha256()
+    }
+}
+
+/// The driver: the current guest (and older builds that running tasks
+/// started with), its config and its tasks.
+#[derive(Debug)]
+pub struct Driver {
+    host: Arc<crate::caps::HostContext>,
+    current: RwLock<Arc<Version>>,
+    /// Every build a task of this process started with, by sha256: a task
+    /// keeps the guest it started with after a reload.
+    versions: std::sync::Mutex<std::collections::HashMap<String, Arc<Version>>>,
+    tasks: TaskTable,
+    /// The last agent config Nomad sent, replayed into a reloaded guest.
+    last_config: RwLock<Option<(Vec<u8>, Option<NomadConfig>)>>,
+}
+
+impl Driver {
+    /// Wraps a loaded guest, asking it for its manifest once.
+    pub fn new(guest: Arc<Guest>) -> Result<Self, DriverError> {
+        let host = guest.host().clone();
+        let v = Arc::new(Version::new(guest)?);
+        let versions = std::collections::HashMap::from([(v.sha256().to_owned(), v.clone())]);
+        Ok(Driver {
+            host,
+            current: RwLock::new(v),
+            versions: std::sync::Mutex::new(versions),
+            tasks: TaskTable::default(),
+            last_config: RwLock::new(None),
+        })
     }
 
-    pub fn guest(&self) -> &Arc<Guest> {
-        &self.guest
+    /// The build new tasks start with.
+    pub fn current(&self) -> Arc<Version> {
+        match self.current.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// What the current guest declared about itself.
+    pub fn manifest(&self) -> GuestManifest {
+        self.current().manifest.clone()
+    }
+
+    /// The host context every guest build shares (processes, events).
+    pub fn host(&self) -> &Arc<crate::caps::HostContext> {
+        &self.host
     }
 
     pub fn tasks(&self) -> &TaskTable {
         &self.tasks
     }
 
-    /// Calls the guest on the blocking pool (a call may run short host
-    /// commands), mapping failures to [`DriverError`].
-    async fn call<R: Send + 'static>(
+    /// The build a task started with (the current one if it is unknown).
+    fn version_of(&self, task: &Task) -> Arc<Version> {
+        self.versions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&task.guest_sha256).cloned())
+            .unwrap_or_else(|| self.current())
+    }
+
+    /// Replaces the current guest with `guest` for new tasks. The new build
+    /// must have the same driver name and accept the agent config Nomad
+    /// sent; `check` validates its manifest (e.g. its schemas). Running
+    /// tasks keep the build they started with.
+    pub async fn reload(
         &self,
+        guest: Arc<Guest>,
+        check: impl Fn(&GuestManifest) -> Result<(), String>,
+    ) -> Result<Arc<Version>, DriverError> {
+        let v = Arc::new(
+            tokio::task::spawn_blocking(move || Version::new(guest))
+                .await
+                .map_err(|e| DriverError::Host(format!("reload was lost: {e}")))??,
+        );
+        let old = self.current();
+        if v.manifest.info.name != old.manifest.info.name {
+            return Err(DriverError::InvalidRequest(format!(
+                "the new guest is driver {:?}, not {:?}: a reload cannot rename the driver",
+                v.manifest.info.name, old.manifest.info.name
+            )));
+        }
+        check(&v.manifest).map_err(DriverError::InvalidRequest)?;
+        let last = self.last_config.read().ok().and_then(|c| c.clone());
+        let (msgpack, nomad) = last.unwrap_or_default();
+        self.set_config_on(&v, msgpack, nomad).await?;
+        if let Ok(mut m) = self.versions.lock() {
+            m.insert(v.sha256().to_owned(), v.clone());
+        }
+        if let Ok(mut cur) = self.current.write() {
+            *cur = v.clone();
+        }
+        tracing::info!(
+            was = %old.sha256(),
+            now = %v.sha256(),
+            version = %v.manifest.info.version,
+            "guest reloaded; new tasks use the new build"
+        );
+        Ok(v)
+    }
+
+    /// Calls a guest build on the blocking pool (a call may run short host
+    /// commands), mapping failures to [`DriverError`].
+    async fn call_on<R: Send + 'static>(
+        &self,
+        v: &Arc<Version>,
         call: &'static str,
         task: Option<TaskContext>,
         f: impl FnOnce(&DriverExports, &mut Store<CallState>) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<R, DriverError> {
-        let guest = self.guest.clone();
+        let guest = v.guest.clone();
         tokio::task::spawn_blocking(move || guest.call(call, task, f))
             .await
             .map_err(|e| DriverError::Host(format!("guest call {call} was lost: {e}")))?
@@ -149,7 +242,7 @@ impl Driver {
 
     fn refused(&self, call: &'static str, e: GuestRefusal) -> DriverError {
         DriverError::Refused {
-            guest: self.manifest.info.name.clone(),
+            guest: self.current().manifest.info.name.clone(),
             call,
             refusal: e.into(),
         }
@@ -161,26 +254,41 @@ impl Driver {
         msgpack: Vec<u8>,
         nomad: Option<NomadConfig>,
     ) -> Result<(), DriverError> {
+        let v = self.current();
+        self.set_config_on(&v, msgpack.clone(), nomad).await?;
+        if let Ok(mut last) = self.last_config.write() {
+            *last = Some((msgpack, nomad));
+        }
+        Ok(())
+    }
+
+    async fn set_config_on(
+        &self,
+        v: &Arc<Version>,
+        msgpack: Vec<u8>,
+        nomad: Option<NomadConfig>,
+    ) -> Result<(), DriverError> {
         let config = self
-            .call("set-config", None, move |g, s| {
+            .call_on(v, "set-config", None, move |g, s| {
                 g.call_set_config(s, &msgpack, nomad)
             })
             .await?
             .map_err(|e| self.refused("set-config", e))?;
-        if let Ok(mut slot) = self.config.write() {
+        if let Ok(mut slot) = v.config.write() {
             *slot = Some(config);
         }
         Ok(())
     }
 
-    /// The stored config; if Nomad never sent one, the guest's defaults.
-    async fn config(&self) -> Result<Vec<u8>, DriverError> {
-        if let Some(c) = self.config.read().ok().and_then(|c| c.clone()) {
+    /// A build's stored config; if Nomad never sent one, its defaults.
+    async fn config(&self, v: &Arc<Version>) -> Result<Vec<u8>, DriverError> {
+        if let Some(c) = v.config.read().ok().and_then(|c| c.clone()) {
             return Ok(c);
         }
-        self.set_config(Vec::new(), None).await?;
-        Ok(self
-            .config
+        let last = self.last_config.read().ok().and_then(|c| c.clone());
+        let (msgpack, nomad) = last.unwrap_or_default();
+        self.set_config_on(v, msgpack, nomad).await?;
+        Ok(v.config
             .read()
             .ok()
             .and_then(|c| c.clone())
@@ -190,15 +298,16 @@ impl Driver {
     /// The guest's fingerprint, plus what the host knows: which cgroups
     /// resource limits go through (`v2`, `v1-memory`, or `none`).
     pub async fn fingerprint(&self) -> Result<Fingerprint, DriverError> {
-        let config = self.config().await?;
+        let v = self.current();
+        let config = self.config(&v).await?;
         let mut report = self
-            .call("fingerprint", None, move |g, s| {
+            .call_on(&v, "fingerprint", None, move |g, s| {
                 g.call_fingerprint(s, &config)
             })
             .await?;
         report.attributes.push(wit::Attribute {
-            key: format!("driver.{}.cgroups", self.manifest.info.name),
-            value: wit::AttributeValue::Text(self.guest.host().processes.cgroups().kind().into()),
+            key: format!("driver.{}.cgroups", v.manifest.info.name),
+            value: wit::AttributeValue::Text(self.host.processes.cgroups().kind().into()),
             unit: String::new(),
         });
         Ok(report)
@@ -217,7 +326,8 @@ impl Driver {
         if self.tasks.contains(&spec.id) {
             return Err(DriverError::TaskExists(spec.id));
         }
-        let config = self.config().await?;
+        let v = self.current();
+        let config = self.config(&v).await?;
         let ctx = TaskContext {
             id: spec.id.clone(),
             name: spec.name.clone(),
@@ -228,7 +338,7 @@ impl Driver {
         };
         let (id, name, alloc_id) = (spec.id.clone(), spec.name.clone(), spec.alloc_id.clone());
         let outcome = self
-            .call("start-task", Some(ctx), move |g, s| {
+            .call_on(&v, "start-task", Some(ctx), move |g, s| {
                 let r = g.call_start_task(&mut *s, &config, &spec)?;
                 let spawned = s
                     .data()
@@ -244,7 +354,7 @@ impl Driver {
             Err(e) => {
                 // The guest died mid-start: nothing it spawned may linger.
                 self.kill_processes(&id).await;
-                self.guest.host().processes.remove_task(&id);
+                self.host.processes.remove_task(&id);
                 return Err(e);
             }
         };
@@ -255,26 +365,29 @@ impl Driver {
                     tracing::warn!(task_id = %id, processes = spawned.len(), "start-task failed; killing what it spawned");
                 }
                 self.kill_processes(&id).await;
-                self.guest.host().processes.remove_task(&id);
+                self.host.processes.remove_task(&id);
                 return Err(self.refused("start-task", e));
             }
         };
         let main = match &started.main_process {
-            Some(pid) => Some(self.guest.host().processes.get(pid).ok_or_else(|| {
+            Some(pid) => Some(self.host.processes.get(pid).ok_or_else(|| {
                 DriverError::Host(format!(
                     "the guest named main process {pid:?}, which it did not spawn"
                 ))
             })?),
             None => None,
         };
-        let task = Arc::new(Task::new(
-            id.clone(),
-            name,
-            alloc_id,
-            started.driver_state,
-            started.main_process,
-            handle_config,
-        ));
+        let task = Arc::new(
+            Task::new(
+                id.clone(),
+                name,
+                alloc_id,
+                started.driver_state,
+                started.main_process,
+                handle_config,
+            )
+            .with_guest_sha256(v.sha256().to_owned()),
+        );
         if !self.tasks.insert(task.clone()) {
             self.kill_processes(&id).await;
             return Err(DriverError::TaskExists(id));
@@ -284,12 +397,7 @@ impl Driver {
             let task = task.clone();
             tokio::spawn(async move { driver.watch_exit(task, main).await });
         }
-        let state = task.handle_state(
-            self.guest.label(),
-            self.guest.sha256(),
-            spawned,
-            main.map(|p| p.pid),
-        );
+        let state = task.handle_state(v.guest.label(), v.sha256(), spawned, main.map(|p| p.pid));
         tracing::info!(task_id = %task.id, "task started");
         Ok(Started {
             task,
@@ -311,7 +419,7 @@ impl Driver {
         };
         if status.lost {
             // Nothing for the guest to interpret: the status is unknown.
-            self.guest.host().emit(TaskEvent::for_task(
+            self.host.emit(TaskEvent::for_task(
                 &task_context(&task),
                 "the task's supervisor ended without recording an exit status",
             ));
@@ -319,17 +427,18 @@ impl Driver {
             return;
         }
         if status.oom_killed {
-            self.guest.host().emit(TaskEvent::for_task(
+            self.host.emit(TaskEvent::for_task(
                 &task_context(&task),
                 "the task was killed because it ran out of memory",
             ));
         }
-        let result = match self.config().await {
+        let v = self.version_of(&task);
+        let result = match self.config(&v).await {
             Ok(config) => {
                 let tref = task_ref(&task);
                 let exit: wit::ExitStatus = status.into();
                 match self
-                    .call("task-exited", Some(task_context(&task)), move |g, s| {
+                    .call_on(&v, "task-exited", Some(task_context(&task)), move |g, s| {
                         g.call_task_exited(s, &config, &tref, exit)
                     })
                     .await
@@ -383,11 +492,12 @@ impl Driver {
             crate::caps::process::parse_signal(&signal).map_err(DriverError::InvalidRequest)?;
         }
         if !timeout.is_zero() {
-            let config = self.config().await?;
+            let v = self.version_of(&task);
+            let config = self.config(&v).await?;
             let tref = task_ref(&task);
             let sig = signal.clone();
             let asked = self
-                .call("stop-task", Some(task_context(&task)), move |g, s| {
+                .call_on(&v, "stop-task", Some(task_context(&task)), move |g, s| {
                     g.call_stop_task(s, &config, &tref, &sig)
                 })
                 .await;
@@ -433,7 +543,7 @@ impl Driver {
     /// SIGKILLs the process group of every process of the task and waits
     /// (bounded) for them to be reaped.
     async fn kill_processes(&self, id: &str) {
-        let procs = self.guest.host().processes.of_task(id);
+        let procs = self.host.processes.of_task(id);
         for p in &procs {
             if let Err(e) = p.signal(Signal::SIGKILL) {
                 tracing::warn!(task_id = id, pid = p.pid, error = %e, "kill failed");
@@ -447,9 +557,10 @@ impl Driver {
     pub async fn signal_task(&self, id: &str, signal: String) -> Result<(), DriverError> {
         let task = self.task(id)?;
         crate::caps::process::parse_signal(&signal).map_err(DriverError::InvalidRequest)?;
-        let config = self.config().await?;
+        let v = self.version_of(&task);
+        let config = self.config(&v).await?;
         let tref = task_ref(&task);
-        self.call("signal-task", Some(task_context(&task)), move |g, s| {
+        self.call_on(&v, "signal-task", Some(task_context(&task)), move |g, s| {
             g.call_signal_task(s, &config, &tref, &signal)
         })
         .await?
@@ -469,15 +580,19 @@ impl Driver {
                 "exec: the command is empty".into(),
             ));
         }
-        let config = self.config().await?;
+        let v = self.version_of(&task);
+        let config = self.config(&v).await?;
         let tref = task_ref(&task);
         let cmd = self
-            .call("exec-command", Some(task_context(&task)), move |g, s| {
-                g.call_exec_command(s, &config, &tref, &argv)
-            })
+            .call_on(
+                &v,
+                "exec-command",
+                Some(task_context(&task)),
+                move |g, s| g.call_exec_command(s, &config, &tref, &argv),
+            )
             .await?
             .map_err(|e| self.refused("exec-command", e))?;
-        crate::caps::process::build_command(self.guest.host(), &cmd).map_err(|e| {
+        crate::caps::process::build_command(&self.host, &cmd).map_err(|e| {
             use crate::runtime::bindings::nomad::driver::process::ProcessError as P;
             match e {
                 P::NotGranted(m) => DriverError::NotGranted(m),
@@ -543,15 +658,19 @@ impl Driver {
                 ..Default::default()
             });
         }
-        let config = self.config().await?;
+        let v = self.version_of(&task);
+        let config = self.config(&v).await?;
         let tref = task_ref(&task);
-        self.call("destroy-task", Some(task_context(&task)), move |g, s| {
-            g.call_destroy_task(s, &config, &tref)
-        })
+        self.call_on(
+            &v,
+            "destroy-task",
+            Some(task_context(&task)),
+            move |g, s| g.call_destroy_task(s, &config, &tref),
+        )
         .await?
         .map_err(|e| self.refused("destroy-task", e))?;
         self.tasks.remove(id);
-        self.guest.host().processes.remove_task(id);
+        self.host.processes.remove_task(id);
         tracing::info!(task_id = id, "task destroyed");
         Ok(())
     }
@@ -577,10 +696,18 @@ impl Driver {
                 crate::tasks::HANDLE_VERSION
             )));
         }
-        if state.guest_sha256 != self.guest.sha256() {
-            tracing::warn!(task_id = %id, was = %state.guest_sha256, now = %self.guest.sha256(), "task was started by another build of the guest");
-        }
-        let procs = &self.guest.host().processes;
+        // The task keeps the build it started with if this process has it.
+        let known = self
+            .versions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&state.guest_sha256).cloned());
+        let v = known.unwrap_or_else(|| {
+            let now = self.current();
+            tracing::warn!(task_id = %id, was = %state.guest_sha256, now = %now.sha256(), "task was started by another build of the guest; the current one serves it");
+            now
+        });
+        let procs = &self.host.processes;
         let mut adopted = Vec::new();
         for p in state.processes.iter().chain(state.main_process.iter()) {
             let proc = procs
@@ -601,7 +728,8 @@ impl Driver {
                 state.main_process,
                 config,
             )
-            .with_started_at(state.started_at_unix_ns),
+            .with_started_at(state.started_at_unix_ns)
+            .with_guest_sha256(v.sha256().to_owned()),
         );
         if !self.tasks.insert(task.clone()) {
             return Ok(()); // recovered concurrently

@@ -99,9 +99,69 @@ async fn run(opts: cli::Options, exe: &std::path::Path) -> Result<(), String> {
         max_memory: opts.max_memory_mib << 20,
     };
     let engine = runtime::engine().map_err(|e| e.to_string())?;
-    let guest = Guest::load(&engine, &guest_path, cache_dir.as_deref(), host, limits)
-        .map_err(|e| e.to_string())?;
+    let guest = Guest::load(
+        &engine,
+        &guest_path,
+        cache_dir.as_deref(),
+        host.clone(),
+        limits,
+    )
+    .map_err(|e| e.to_string())?;
     let driver = Arc::new(Driver::new(Arc::new(guest)).map_err(|e| e.to_string())?);
-    let plugin = NomadPlugin::new(driver, opts.fingerprint_interval)?;
+    let plugin = NomadPlugin::new(driver.clone(), opts.fingerprint_interval)?;
+    reload_on_sighup(driver, engine, guest_path, cache_dir, host, limits);
     transport::serve(plugin).await.map_err(|e| e.to_string())
+}
+
+/// SIGHUP re-reads the guest file: new tasks get the new build, running
+/// tasks keep theirs. A build that fails to load, renames the driver or
+/// rejects the agent config is refused and the old one stays.
+fn reload_on_sighup(
+    driver: Arc<Driver>,
+    engine: wasmtime::Engine,
+    path: std::path::PathBuf,
+    cache_dir: Option<std::path::PathBuf>,
+    host: Arc<HostContext>,
+    limits: CallLimits,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; guest reload is off");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!(guest = %path.display(), "SIGHUP: reloading the guest");
+            let (engine, path2, cache, host) = (
+                engine.clone(),
+                path.clone(),
+                cache_dir.clone(),
+                host.clone(),
+            );
+            let loaded = tokio::task::spawn_blocking(move || {
+                Guest::load(&engine, &path2, cache.as_deref(), host, limits)
+            })
+            .await;
+            let guest = match loaded {
+                Ok(Ok(g)) => g,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "reload refused; the running guest stays");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload was lost; the running guest stays");
+                    continue;
+                }
+            };
+            if let Err(e) = driver
+                .reload(Arc::new(guest), NomadPlugin::check_manifest)
+                .await
+            {
+                tracing::error!(error = %e, "reload refused; the running guest stays");
+            }
+        }
+    });
 }

@@ -29,6 +29,9 @@ pub struct Task {
     /// Host id of the process whose exit ends the task.
     pub main_process: Option<String>,
     pub started_at: SystemTime,
+    /// The sha256 of the guest build that started the task; calls about
+    /// the task go to that build while this process has it.
+    pub guest_sha256: String,
     /// Whatever the adapter needs to echo back in the task handle.
     pub handle_config: nomad_plugin_proto::drivers::TaskConfig,
     exit: watch::Sender<Option<(TaskResult, SystemTime)>>,
@@ -50,6 +53,7 @@ impl Task {
             guest_state,
             main_process,
             started_at: SystemTime::now(),
+            guest_sha256: String::new(),
             handle_config,
             exit: watch::channel(None).0,
         }
@@ -84,6 +88,12 @@ impl Task {
             err: Some("the host stopped tracking the task".into()),
             ..TaskResult::default()
         })
+    }
+
+    /// The guest build that started the task.
+    pub fn with_guest_sha256(mut self, sha256: String) -> Self {
+        self.guest_sha256 = sha256;
+        self
     }
 
     /// The start time recorded in a handle (for a recovered task).

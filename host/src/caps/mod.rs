@@ -35,11 +35,17 @@ impl HostContext {
     /// `state_dir` holds the supervisors' records; it must survive host
     /// restarts (not the socket directory).
     pub fn new(guest: String, grants: Grants, state_dir: std::path::PathBuf) -> Arc<Self> {
+        Self::with_processes(guest, grants, ProcessTable::new(state_dir))
+    }
+
+    /// With a process table set up by the caller (tests use it to name the
+    /// supervisor binary).
+    pub fn with_processes(guest: String, grants: Grants, processes: ProcessTable) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         Arc::new(HostContext {
             guest,
             grants,
-            processes: Arc::new(ProcessTable::new(state_dir)),
+            processes: Arc::new(processes),
             events,
         })
     }

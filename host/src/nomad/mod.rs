@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::caps::procstats;
-use crate::driver::Driver;
+use crate::driver::{Driver, GuestManifest};
 use errors::to_status;
 
 /// The driver API version Nomad negotiates with every task driver.
@@ -35,28 +35,47 @@ type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 pub struct NomadPlugin {
     driver: Arc<Driver>,
     fingerprint_interval: Duration,
-    /// Schemas converted once: Nomad asks for them on every task start.
-    config_schema: Option<nomad_plugin_proto::hclspec::Spec>,
-    task_config_schema: nomad_plugin_proto::hclspec::Spec,
+}
+
+/// A guest's schemas as Nomad's protobuf.
+struct Schemas {
+    config: Option<nomad_plugin_proto::hclspec::Spec>,
+    task_config: nomad_plugin_proto::hclspec::Spec,
+}
+
+fn schemas(m: &GuestManifest) -> Result<Schemas, String> {
+    let config = match &m.config_schema {
+        Some(s) => Some(hclspec::to_proto(s).map_err(|e| format!("config schema: {e}"))?),
+        None => None,
+    };
+    let task_config =
+        hclspec::to_proto(&m.task_config_schema).map_err(|e| format!("task config schema: {e}"))?;
+    Ok(Schemas {
+        config,
+        task_config,
+    })
 }
 
 impl NomadPlugin {
-    /// Checks the guest's schemas once, so a malformed schema is a load
+    /// Checks the guest's schemas at load, so a malformed schema is a load
     /// error rather than a failure on every task.
     pub fn new(driver: Arc<Driver>, fingerprint_interval: Duration) -> Result<Self, String> {
-        let m = driver.manifest();
-        let config_schema = match &m.config_schema {
-            Some(s) => Some(hclspec::to_proto(s).map_err(|e| format!("config schema: {e}"))?),
-            None => None,
-        };
-        let task_config_schema = hclspec::to_proto(&m.task_config_schema)
-            .map_err(|e| format!("task config schema: {e}"))?;
+        Self::check_manifest(&driver.manifest())?;
         Ok(NomadPlugin {
             driver,
             fingerprint_interval,
-            config_schema,
-            task_config_schema,
         })
+    }
+
+    /// What a guest build must satisfy to be served (also on reload).
+    pub fn check_manifest(m: &GuestManifest) -> Result<(), String> {
+        schemas(m).map(|_| ())
+    }
+
+    /// The current guest's schemas (checked at load, so this cannot fail
+    /// in practice; a failure is reported rather than a panic).
+    fn current_schemas(&self) -> Result<Schemas, Status> {
+        schemas(&self.driver.manifest()).map_err(Status::internal)
     }
 
     fn task_id(id: &str) -> Result<&str, Status> {
@@ -88,7 +107,7 @@ impl BasePlugin for NomadPlugin {
         _: Request<base_pb::ConfigSchemaRequest>,
     ) -> Result<Response<base_pb::ConfigSchemaResponse>, Status> {
         Ok(Response::new(base_pb::ConfigSchemaResponse {
-            spec: self.config_schema.clone(),
+            spec: self.current_schemas()?.config,
         }))
     }
 
@@ -113,7 +132,7 @@ impl DriverService for NomadPlugin {
         _: Request<pb::TaskConfigSchemaRequest>,
     ) -> Result<Response<pb::TaskConfigSchemaResponse>, Status> {
         Ok(Response::new(pb::TaskConfigSchemaResponse {
-            spec: Some(self.task_config_schema.clone()),
+            spec: Some(self.current_schemas()?.task_config),
         }))
     }
 
@@ -315,7 +334,7 @@ impl DriverService for NomadPlugin {
             d if d.is_zero() => Duration::from_secs(1),
             d => d.max(Duration::from_millis(50)),
         };
-        let processes = self.driver.guest().host().processes.clone();
+        let processes = self.driver.host().processes.clone();
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
             let mut total_rates = procstats::RateTracker::default();
@@ -366,7 +385,7 @@ impl DriverService for NomadPlugin {
         &self,
         _: Request<pb::TaskEventsRequest>,
     ) -> Result<Response<Self::TaskEventsStream>, Status> {
-        let mut events = self.driver.guest().host().events.subscribe();
+        let mut events = self.driver.host().events.subscribe();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
