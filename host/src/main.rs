@@ -93,7 +93,13 @@ async fn run(opts: cli::Options, exe: &std::path::Path) -> Result<(), String> {
         .state_dir
         .clone()
         .unwrap_or_else(cli::default_state_dir);
-    let host = HostContext::new(label, Grants::new(opts.allow_exec.clone()), state_dir);
+    let mut grants = Grants::new(opts.allow_exec.clone());
+    let grants_file = nomad_wasm_host::grants::file_for(&guest_path);
+    if grants_file.exists() {
+        grants = grants.with_file(&grants_file)?;
+        tracing::info!(file = %grants_file.display(), "grants file loaded");
+    }
+    let host = HostContext::new(label, grants, state_dir);
     let limits = CallLimits {
         deadline: opts.call_timeout,
         max_memory: opts.max_memory_mib << 20,

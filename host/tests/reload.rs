@@ -132,3 +132,28 @@ async fn reload_serves_new_tasks_and_keeps_running_ones_on_their_build() {
         "a refused reload changes nothing"
     );
 }
+
+#[test]
+fn a_pinned_sha256_refuses_any_other_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = dir.path().join("hello.wasm");
+    std::fs::copy(built("hello"), &v1).unwrap();
+    let v2 = dir.path().join("hello-v2.wasm");
+    rebuilt(&v1, &v2);
+    let engine = runtime::engine().unwrap();
+    let pinned = |pin_of: &Path, load: &Path| {
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(std::fs::read(pin_of).unwrap()));
+        let file = nomad_wasm_host::grants::file_for(load);
+        std::fs::write(&file, format!("sha256 = \"{sha}\"\n")).unwrap();
+        let grants = Grants::default().with_file(&file).unwrap();
+        let host = HostContext::new("hello.wasm".into(), grants, dir.path().join("state"));
+        Guest::load(&engine, load, None, host, CallLimits::default())
+    };
+    assert!(pinned(&v1, &v1).is_ok(), "the pinned build loads");
+    let err = pinned(&v1, &v2).unwrap_err().to_string();
+    assert!(
+        err.contains("pins") && err.contains("hello-v2.wasm"),
+        "{err}"
+    );
+}

@@ -425,7 +425,7 @@ pub fn build_command(
 ) -> Result<StdCommand, ProcessError> {
     let program = host
         .grants
-        .check_exec(&command.program)
+        .check_exec(&command.program, &command.args)
         .map_err(|e| ProcessError::NotGranted(e.to_string()))?;
     let mut cmd = StdCommand::new(program);
     cmd.args(&command.args)
@@ -508,7 +508,7 @@ impl Host for CallState {
         let program = self
             .host
             .grants
-            .check_exec(&spec.command.program)
+            .check_exec(&spec.command.program, &spec.command.args)
             .map_err(|e| ProcessError::NotGranted(e.to_string()))?;
         if let Some(dir) = &spec.command.cwd
             && !Path::new(dir).is_dir()

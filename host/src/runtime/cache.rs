@@ -41,6 +41,11 @@ impl Source {
     }
 }
 
+/// The hex sha256 of a guest's bytes: its identity everywhere.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// The file name of the cached artifact for these bytes on this engine.
 pub(crate) fn artifact_name(engine: &Engine, sha256: &str) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -54,7 +59,7 @@ pub(super) fn load_component(
     bytes: &[u8],
     cache_dir: Option<&Path>,
 ) -> Result<Loaded, LoadError> {
-    let sha256 = hex::encode(Sha256::digest(bytes));
+    let sha256 = sha256_hex(bytes);
     let not_component = |reason: String| LoadError::NotAComponent {
         path: path.to_path_buf(),
         reason,

@@ -71,6 +71,8 @@ pub enum LoadError {
          that this host serves: {reason}"
     )]
     WrongWorld { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Pinned { path: PathBuf, reason: String },
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
 }
@@ -200,6 +202,14 @@ impl Guest {
             path: path.to_path_buf(),
             source,
         })?;
+        // A pinned guest is checked before anything of it is compiled.
+        let sha = cache::sha256_hex(&bytes);
+        host.grants
+            .check_sha256(&sha)
+            .map_err(|reason| LoadError::Pinned {
+                path: path.to_path_buf(),
+                reason,
+            })?;
         let loaded = cache::load_component(engine, path, &bytes, cache_dir)?;
 
         let mut linker: Linker<CallState> = Linker::new(engine);
