@@ -59,6 +59,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     logging::init(opts.log_level.as_deref());
+    raise_open_files_limit();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -170,4 +171,18 @@ fn reload_on_sighup(
             }
         }
     });
+}
+
+/// Each running task holds a few descriptors in the host (its supervisor's
+/// pipe, pidfds); the default soft limit of 1024 would cap a node near a
+/// thousand tasks. Raise the soft limit to the hard one, as Go programs do.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+        }
+    }
 }
