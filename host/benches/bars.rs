@@ -41,6 +41,7 @@ use nomad_wasm_host::caps::HostContext;
 use nomad_wasm_host::grants::Grants;
 use nomad_wasm_host::runtime::bindings::DriverGuestPre;
 use nomad_wasm_host::runtime::{self, CallLimits, Guest};
+use sha2::Digest as _;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -675,6 +676,7 @@ struct InProcessResult {
     call_bare: Series,
     load_host: Series,
     load_bare: Series,
+    load_hash: Series,
     engine_new: Duration,
 }
 
@@ -751,6 +753,7 @@ fn bench_in_process(p: &Paths, cache: &Path, calls: usize, loads: usize) -> Res<
         .ok_or("no .cwasm in the cache dir")?;
     let mut load_host = Series::new("host: Guest::load (warm cache)", loads);
     let mut load_bare = Series::new("bare wasmtime: read .cwasm + deserialize", loads);
+    let mut load_hash = Series::new("(info) read guest .wasm + sha256 (cache key)", loads);
     for i in 0..loads + 5 {
         let t = Instant::now();
         let g = Guest::load(
@@ -776,12 +779,20 @@ fn bench_in_process(p: &Paths, cache: &Path, calls: usize, loads: usize) -> Res<
         if i >= 5 {
             load_bare.samples.push(d);
         }
+        let t = Instant::now();
+        let digest = sha2::Sha256::digest(std::fs::read(&p.guest)?);
+        let d = t.elapsed();
+        std::hint::black_box(digest);
+        if i >= 5 {
+            load_hash.samples.push(d);
+        }
     }
     Ok(InProcessResult {
         call_host,
         call_bare,
         load_host,
         load_bare,
+        load_hash,
         engine_new,
     })
 }
@@ -841,6 +852,7 @@ fn run() -> Res<bool> {
         &inproc.call_bare,
         &inproc.load_host,
         &inproc.load_bare,
+        &inproc.load_hash,
     ] {
         println!("{}", s.describe());
     }
