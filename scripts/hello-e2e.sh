@@ -19,5 +19,5 @@ if ! tests/conformance/run.sh -run 'TestHelloJobLifecycle$' >"$out" 2>&1; then
     echo "hello-e2e: FAILED" >&2
     exit 1
 fi
-grep -E 'stdout FIFO|exit|--- PASS' "$out" || true
+grep -E 'stdout FIFO|stderr FIFO|exit: |--- PASS' "$out" | sed 's/^ *//' || true
 echo "hello-e2e: the hello job ran end to end through the Wasm guest"

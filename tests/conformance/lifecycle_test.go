@@ -219,7 +219,9 @@ func TestHelloJobLifecycle(t *testing.T) {
 	if got := tk.Stdout.Content(); got != "hello\n" {
 		t.Errorf("stdout FIFO total = %q, want exactly %q", got, "hello\n")
 	}
+	t.Logf("stdout FIFO: %q", tk.Stdout.Content())
 	t.Logf("stderr FIFO: %q", tk.Stderr.Content())
+	t.Logf("exit: code %d, signal %d", w3.GetResult().GetExitCode(), w3.GetResult().GetSignal())
 
 	_, err = c.Driver.WaitTask(rpcCtx(t, 5*time.Second), &drivers.WaitTaskRequest{TaskId: tk.ID})
 	requireNotFound(t, err, "WaitTask after DestroyTask", tk.ID)
