@@ -471,6 +471,24 @@ impl Driver {
         self.task(id)
     }
 
+    /// The task's usage as the guest measures it; `None` when the guest
+    /// leaves measuring to the host.
+    pub async fn task_stats(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::runtime::bindings::nomad::driver::types::TaskUsage>, DriverError>
+    {
+        let task = self.task(id)?;
+        let v = self.version_of(&task);
+        let config = self.config(&v).await?;
+        let tref = task_ref(&task);
+        self.call_on(&v, "task-stats", Some(task_context(&task)), move |g, s| {
+            g.call_task_stats(s, &config, &tref)
+        })
+        .await?
+        .map_err(|e| self.refused("task-stats", e))
+    }
+
     pub async fn wait_task(&self, id: &str) -> Result<TaskResult, DriverError> {
         let task = self.task(id)?;
         Ok(task.wait().await)

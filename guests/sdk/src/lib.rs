@@ -45,7 +45,7 @@ pub use bindings::export_driver;
 pub use bindings::nomad::driver::types::{
     Attribute, AttributeValue, DriverCapabilities, DriverError, ExitResult, ExitStatus,
     FingerprintReport, FsIsolation, Health, NetworkMode, NetworkOverride, NomadConfig, PluginInfo,
-    Spec, TaskConfig, TaskRef, TaskStarted,
+    Spec, TaskConfig, TaskRef, TaskStarted, TaskUsage,
 };
 
 /// Host capabilities, as the guest imports them.
@@ -122,6 +122,12 @@ pub trait Driver {
         ))
     }
 
+    /// Usage measured by the driver itself; by default none, and the host
+    /// measures the task's supervised processes.
+    fn task_stats(_config: Vec<u8>, _task: TaskRef) -> Result<Option<TaskUsage>, DriverError> {
+        Ok(None)
+    }
+
     /// Nothing to release beyond the host's own processes by default.
     fn destroy_task(_config: Vec<u8>, _task: TaskRef) -> Result<(), DriverError> {
         Ok(())
@@ -181,6 +187,9 @@ impl<T: Driver> bindings::exports::nomad::driver::driver::Guest for T {
         command: Vec<String>,
     ) -> Result<host::process::Command, DriverError> {
         T::exec_command(config, task, command)
+    }
+    fn task_stats(config: Vec<u8>, task: TaskRef) -> Result<Option<TaskUsage>, DriverError> {
+        T::task_stats(config, task)
     }
     fn destroy_task(config: Vec<u8>, task: TaskRef) -> Result<(), DriverError> {
         T::destroy_task(config, task)

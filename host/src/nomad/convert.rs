@@ -210,6 +210,41 @@ pub fn resource_usage(u: &procstats::Usage, r: &procstats::CpuRates) -> pb::Task
     }
 }
 
+/// Usage the guest measured, with only what it measured marked as such.
+pub fn guest_usage(u: &wit::TaskUsage) -> pb::TaskResourceUsage {
+    use pb::cpu_usage::Fields as C;
+    use pb::memory_usage::Fields as M;
+    let mut cpu = pb::CpuUsage::default();
+    for (v, slot, field) in [
+        (u.cpu_percent, &mut cpu.percent, C::Percent),
+        (u.cpu_user_percent, &mut cpu.user_mode, C::UserMode),
+        (u.cpu_system_percent, &mut cpu.system_mode, C::SystemMode),
+        (u.cpu_total_ticks, &mut cpu.total_ticks, C::TotalTicks),
+    ] {
+        if let Some(v) = v {
+            *slot = v;
+            cpu.measured_fields.push(field as i32);
+        }
+    }
+    let mut memory = pb::MemoryUsage::default();
+    for (v, slot, field) in [
+        (u.memory_rss_bytes, &mut memory.rss, M::Rss),
+        (u.memory_cache_bytes, &mut memory.cache, M::Cache),
+        (u.memory_swap_bytes, &mut memory.swap, M::Swap),
+        (u.memory_usage_bytes, &mut memory.usage, M::Usage),
+        (u.memory_max_usage_bytes, &mut memory.max_usage, M::MaxUsage),
+    ] {
+        if let Some(v) = v {
+            *slot = v;
+            memory.measured_fields.push(field as i32);
+        }
+    }
+    pb::TaskResourceUsage {
+        cpu: Some(cpu),
+        memory: Some(memory),
+    }
+}
+
 pub fn nomad_config(c: &nomad_plugin_proto::base::NomadConfig) -> Option<wit::NomadConfig> {
     c.driver.as_ref().map(|d| wit::NomadConfig {
         client_min_port: d.client_min_port,

@@ -335,12 +335,39 @@ impl DriverService for NomadPlugin {
             d => d.max(Duration::from_millis(50)),
         };
         let processes = self.driver.host().processes.clone();
+        let driver = self.driver.clone();
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
             let mut total_rates = procstats::RateTracker::default();
             let mut pid_rates: HashMap<u32, procstats::RateTracker> = HashMap::new();
+            // Until the guest says it does not measure this task itself.
+            let mut ask_guest = true;
             loop {
-                if task.exit().is_none() {
+                if task.exit().is_none() && ask_guest {
+                    match driver.task_stats(&task.id).await {
+                        Ok(Some(usage)) => {
+                            let msg = pb::TaskStatsResponse {
+                                stats: Some(pb::TaskStats {
+                                    id: task.id.clone(),
+                                    timestamp: Some(convert::timestamp(
+                                        std::time::SystemTime::now(),
+                                    )),
+                                    agg_resource_usage: Some(convert::guest_usage(&usage)),
+                                    resource_usage_by_pid: HashMap::new(),
+                                }),
+                            };
+                            if tx.send(Ok(msg)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => ask_guest = false,
+                        // A failed sample is skipped, not fatal to the stream.
+                        Err(e) => {
+                            tracing::warn!(task_id = %task.id, error = %e, "task-stats failed")
+                        }
+                    }
+                }
+                if task.exit().is_none() && !ask_guest {
                     let groups: HashSet<u32> =
                         processes.of_task(&task.id).iter().map(|p| p.pid).collect();
                     let sampled =
