@@ -19,6 +19,9 @@ scripts/build.sh
 echo "== cargo test"
 cargo test --workspace
 
+echo "== triton-sim (Go: CloudAPI + sdc-docker simulator, signature checks)"
+tests/triton-sim/test.sh
+
 echo "== conformance (go-plugin client, hcldec, go-cty msgpack)"
 NOMAD_WASM_HOST="$PWD/target/debug/nomad-driver-wasm" \
 HELLO_WASM="$PWD/target/wasm32-wasip2/guest/hello.wasm" \

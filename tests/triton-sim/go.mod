@@ -1,0 +1,3 @@
+module triton-sim
+
+go 1.19
