@@ -9,6 +9,7 @@
 # Env:
 #   NOMAD_WASM_HOST  host binary  (default target/release/nomad-driver-wasm)
 #   HELLO_WASM       hello guest  (default target/wasm32-wasip2/release/hello.wasm)
+#   NSPAWN_WASM      nspawn guest (default target/wasm32-wasip2/guest/nspawn.wasm)
 #   CONFORMANCE_GOPATH  build dir for the generated Go stubs
 #                       (default target/conformance-gopath)
 #
@@ -30,7 +31,9 @@ abspath() {
 
 NOMAD_WASM_HOST="$(abspath "${NOMAD_WASM_HOST:-target/release/nomad-driver-wasm}")"
 HELLO_WASM="$(abspath "${HELLO_WASM:-target/wasm32-wasip2/release/hello.wasm}")"
+NSPAWN_WASM="$(abspath "${NSPAWN_WASM:-target/wasm32-wasip2/guest/nspawn.wasm}")"
 export NOMAD_WASM_HOST HELLO_WASM
+export NSPAWN_WASM
 export CONFORMANCE_REPO="$repo"
 
 gopath="$(abspath "${CONFORMANCE_GOPATH:-target/conformance-gopath}")"

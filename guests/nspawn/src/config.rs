@@ -327,7 +327,10 @@ impl TaskConf {
                 "field \"user\": {user:?} is not a user name or numeric uid"
             )));
         }
-        for (field, map) in [("bind", &self.bind), ("bind_read_only", &self.bind_read_only)] {
+        for (field, map) in [
+            ("bind", &self.bind),
+            ("bind_read_only", &self.bind_read_only),
+        ] {
             for (host, inside) in map {
                 bind_path(field, host, "host path")?;
                 bind_path(field, inside, "container path")?;

@@ -86,8 +86,7 @@ fn bool_attr(key: &str, v: bool) -> Attribute {
 
 /// Whether machined answers (systemd is PID 1 and machinectl is granted).
 fn machined_available() -> bool {
-    probe("machinectl", &["list", "--no-legend", "--no-pager"])
-        .is_ok_and(|o| o.status.code == 0)
+    probe("machinectl", &["list", "--no-legend", "--no-pager"]).is_ok_and(|o| o.status.code == 0)
 }
 
 fn mode_for(plugin: &PluginConfig) -> Mode {
@@ -127,11 +126,9 @@ fn find_leader_once(state: &State) -> Option<Leader> {
         });
     }
     let pattern = plan::machine_pattern(&state.machine);
-    let main = plan::parse_pid(&stdout_of(&probe(
-        "pgrep",
-        &["--oldest", "--full", "--", &pattern],
-    )
-    .ok()?))?;
+    let main = plan::parse_pid(&stdout_of(
+        &probe("pgrep", &["--oldest", "--full", "--", &pattern]).ok()?,
+    ))?;
     let child = plan::parse_pid(&stdout_of(
         &probe("pgrep", &["--oldest", "--parent", &main.to_string()]).ok()?,
     ))?;

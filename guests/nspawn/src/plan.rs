@@ -173,7 +173,10 @@ pub fn plan(
     let as_pid2 = conf.process_two();
     let machine = machine_name(&task.name, &task.alloc_id);
     let (image_flag, image) = image_arg(&conf.image, plugin)?;
-    if image == "/" && !conf.ephemeral() && !matches!(conf.volatile.as_deref(), Some("yes" | "state" | "true")) {
+    if image == "/"
+        && !conf.ephemeral()
+        && !matches!(conf.volatile.as_deref(), Some("yes" | "state" | "true"))
+    {
         return Err(invalid(
             "field \"image\": the host's root directory can only be used with ephemeral = true or volatile = \"yes\"/\"state\"".into(),
         ));
@@ -223,6 +226,7 @@ pub fn plan(
     let zone = conf.network_zone.as_deref().filter(|s| !s.is_empty());
     let bridge = conf.network_bridge.as_deref().filter(|s| !s.is_empty());
     let private_net;
+    let mut idmap = "";
     if let Some(ns) = task.network_namespace.as_deref().filter(|s| !s.is_empty()) {
         for (field, v) in [("network_zone", zone), ("network_bridge", bridge)] {
             if v.is_some() {
@@ -242,13 +246,18 @@ pub fn plan(
         // User namespacing is only combined with a network nspawn owns
         // (joining a namespace owned by the host's user namespace fails).
         if conf.user_namespacing() {
-            a.push(format!(
-                "--private-users={}",
-                conf.private_users
-                    .as_deref()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or("pick")
-            ));
+            let users = conf
+                .private_users
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("pick");
+            // Binds keep host ownership under a private user range only
+            // when idmapped: without it the container's root cannot write
+            // to the task's own directories.
+            if !matches!(users, "no" | "false") {
+                idmap = ":idmap";
+            }
+            a.push(format!("--private-users={users}"));
             a.push(format!(
                 "--private-users-ownership={}",
                 conf.private_users_ownership
@@ -316,7 +325,7 @@ pub fn plan(
                 format!("{alloc_dir}/{}/{dir}", task.name)
             };
             bind_ok("the task directory", &host)?;
-            a.push(format!("--bind={host}:{inside}"));
+            a.push(format!("--bind={host}:{inside}{idmap}"));
         }
     }
     for m in &task.mounts {
@@ -329,13 +338,13 @@ pub fn plan(
             }
         }
         let flag = if m.readonly { "--bind-ro" } else { "--bind" };
-        a.push(format!("{flag}={}:{}", m.host_path, m.task_path));
+        a.push(format!("{flag}={}:{}{idmap}", m.host_path, m.task_path));
     }
     for (host, inside) in &conf.bind {
-        a.push(format!("--bind={host}:{inside}"));
+        a.push(format!("--bind={host}:{inside}{idmap}"));
     }
     for (host, inside) in &conf.bind_read_only {
-        a.push(format!("--bind-ro={host}:{inside}"));
+        a.push(format!("--bind-ro={host}:{inside}{idmap}"));
     }
 
     // Environment: Nomad's task env with the task directories as the
