@@ -259,6 +259,9 @@ impl Driver {
         if let Ok(mut last) = self.last_config.write() {
             *last = Some((msgpack, nomad));
         }
+        // Nomad configures a driver before giving it tasks: have spare
+        // supervisors ready for the first StartTask.
+        self.host.processes.prewarm();
         Ok(())
     }
 

@@ -19,6 +19,14 @@
 //!
 //! The host and a starting supervisor talk over a socket on the
 //! supervisor's stdin: one line, `ok` or `error <text>`.
+//!
+//! Warm supervisors: exec'ing the host binary costs about a millisecond,
+//! too much for StartTask's budget. So the host keeps a few supervisors
+//! started ahead (`__supervise --pooled`): each has made its session and
+//! waits on its control socket for one assignment, the record directory
+//! (a line) with the task's stdout and stderr descriptors attached
+//! (SCM_RIGHTS). Only the task's own spawn is then left on the request path.
+//! A pooled supervisor whose host goes away sees end-of-file and exits.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -31,6 +39,9 @@ use serde::{Deserialize, Serialize};
 
 /// The hidden first argument that selects supervisor mode.
 pub const SUBCOMMAND: &str = "__supervise";
+
+/// In place of the directory: wait for an assignment on the control socket.
+pub const POOLED: &str = "--pooled";
 
 pub const SPEC_FILE: &str = "spec.json";
 pub const STARTED_FILE: &str = "started.json";
@@ -136,9 +147,29 @@ pub fn resolve_user(user: &str) -> Result<(u32, u32), String> {
     }
 }
 
-/// Supervisor mode: `<binary> __supervise <dir>`. Returns the process's
-/// exit code (0 once the task's exit is recorded).
+/// Supervisor mode: `<binary> __supervise <dir>`, or `__supervise --pooled`
+/// to wait for the directory and output descriptors on the control socket.
+/// Returns the process's exit code (0 once the task's exit is recorded).
 pub fn run(dir: &Path) -> ExitCode {
+    // Our own session: the agent's or host's process-group signals (Ctrl-C,
+    // a group kill of the host) must not reach the supervisor.
+    if let Err(e) = nix::unistd::setsid() {
+        report(&format!("error setsid: {e}"));
+        return ExitCode::from(1);
+    }
+    let assigned;
+    let dir = if dir == Path::new(POOLED) {
+        match receive_assignment() {
+            Ok(d) => {
+                assigned = d;
+                assigned.as_path()
+            }
+            // The host went away before it needed us: nothing to do.
+            Err(_) => return ExitCode::from(1),
+        }
+    } else {
+        dir
+    };
     match supervise(dir) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
@@ -149,10 +180,94 @@ pub fn run(dir: &Path) -> ExitCode {
     }
 }
 
+/// Pooled mode: reads `<dir>\n` from the control socket (stdin) with the
+/// task's stdout and stderr descriptors attached, and makes them ours.
+fn receive_assignment() -> Result<std::path::PathBuf, String> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    use std::mem::MaybeUninit;
+    let stdin = std::io::stdin();
+    let mut line = Vec::with_capacity(256);
+    let mut fds: Vec<std::os::fd::OwnedFd> = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = rustix::net::recvmsg(
+            stdin.as_fd(),
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        );
+        let n = match got {
+            Ok(m) => m.bytes,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(format!("reading the assignment: {e}")),
+        };
+        for msg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(received) = msg {
+                fds.extend(received);
+            }
+        }
+        if n == 0 {
+            return Err("the host closed the control socket".into());
+        }
+        line.extend_from_slice(&buf[..n]);
+        if line.last() == Some(&b'\n') {
+            break;
+        }
+        if line.len() > 64 * 1024 {
+            return Err("assignment too long".into());
+        }
+    }
+    line.pop();
+    let [stdout, stderr]: [std::os::fd::OwnedFd; 2] = fds
+        .try_into()
+        .map_err(|v: Vec<_>| format!("expected 2 descriptors with the assignment, got {}", v.len()))?;
+    rustix::stdio::dup2_stdout(&stdout).map_err(|e| format!("taking the task's stdout: {e}"))?;
+    rustix::stdio::dup2_stderr(&stderr).map_err(|e| format!("taking the task's stderr: {e}"))?;
+    use std::os::unix::ffi::OsStringExt;
+    Ok(std::path::PathBuf::from(std::ffi::OsString::from_vec(line)))
+}
+
+/// Host side: hands a pooled supervisor its record directory and the task's
+/// output descriptors.
+pub fn send_assignment(
+    sock: &std::os::unix::net::UnixStream,
+    dir: &Path,
+    stdout: std::os::fd::BorrowedFd<'_>,
+    stderr: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::mem::MaybeUninit;
+    use std::os::unix::ffi::OsStrExt;
+    let mut line = dir.as_os_str().as_bytes().to_vec();
+    line.push(b'\n');
+    let fds = [stdout, stderr];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(std::io::Error::other("no room for the descriptors"));
+    }
+    let mut sent = rustix::net::sendmsg(
+        sock,
+        &[std::io::IoSlice::new(&line)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    // The descriptors went with the first byte; send any rest plainly.
+    while sent < line.len() {
+        let mut none = SendAncillaryBuffer::default();
+        sent += rustix::net::sendmsg(
+            sock,
+            &[std::io::IoSlice::new(&line[sent..])],
+            &mut none,
+            SendFlags::NOSIGNAL,
+        )?;
+    }
+    Ok(())
+}
+
 fn supervise(dir: &Path) -> Result<(), String> {
-    // Our own session: the agent's or host's process-group signals (Ctrl-C,
-    // a group kill of the host) must not reach the supervisor.
-    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     let spec: Spec = read_json(dir, SPEC_FILE).map_err(|e| format!("reading {SPEC_FILE}: {e}"))?;
     // Join the cgroup first, so the task and all it starts are inside.
     if let Some(cg) = &spec.cgroup {

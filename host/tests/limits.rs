@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use nomad_wasm_host::caps::cgroups::{Cgroups, Limits};
 use nomad_wasm_host::caps::process::ProcessTable;
@@ -15,6 +14,14 @@ use nomad_wasm_host::supervisor::Spec;
 fn table(state: &tempfile::TempDir) -> ProcessTable {
     ProcessTable::new(state.path().to_path_buf())
         .with_supervisor_exe(PathBuf::from(env!("CARGO_BIN_EXE_nomad-driver-wasm")))
+}
+
+fn null() -> std::os::fd::OwnedFd {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap()
+        .into()
 }
 
 fn hog(bytes: u64) -> Spec {
@@ -43,7 +50,7 @@ async fn a_task_over_its_memory_limit_is_oom_killed_and_reported() {
     let spawn = |t: &ProcessTable, spec, limits, id: &str| {
         let id = id.to_owned();
         tokio::task::block_in_place(|| {
-            t.spawn(spec, limits, Stdio::null(), Stdio::null(), Some(id))
+            t.spawn(spec, limits, null(), null(), Some(id))
         })
     };
     match t.cgroups().clone() {

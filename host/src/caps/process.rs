@@ -145,6 +145,96 @@ pub struct ProcessTable {
     /// The binary run as supervisor: this host itself.
     supervisor_exe: PathBuf,
     procs: Mutex<HashMap<String, Arc<Proc>>>,
+    /// Supervisors started ahead of need.
+    warm: Arc<WarmPool>,
+}
+
+/// How many idle supervisors the host keeps ready (each ~180 kB private).
+const WARM_SUPERVISORS: usize = 2;
+
+/// Supervisors exec'd ahead of need, each waiting for one assignment on
+/// its control socket (see [`supervisor`]), so StartTask does not pay for
+/// an exec of the host binary.
+#[derive(Debug)]
+struct WarmPool {
+    exe: PathBuf,
+    size: usize,
+    idle: Mutex<Vec<Warm>>,
+    filling: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct Warm {
+    child: tokio::process::Child,
+    sock: UnixStream,
+}
+
+impl WarmPool {
+    fn new(exe: PathBuf, size: usize) -> Arc<Self> {
+        Arc::new(WarmPool {
+            exe,
+            size,
+            idle: Mutex::new(Vec::new()),
+            filling: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn start_one(&self) -> std::io::Result<Warm> {
+        let (host_end, shim_end) = UnixStream::pair()?;
+        let child = tokio::process::Command::new(&self.exe)
+            .arg(supervisor::SUBCOMMAND)
+            .arg(supervisor::POOLED)
+            .stdin(Stdio::from(OwnedFd::from(shim_end)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(false)
+            .spawn()?;
+        Ok(Warm {
+            child,
+            sock: host_end,
+        })
+    }
+
+    /// Hands the assignment to an idle supervisor, if one takes it.
+    fn assign(&self, dir: &Path, stdout: &OwnedFd, stderr: &OwnedFd) -> Option<Warm> {
+        use std::os::fd::AsFd;
+        loop {
+            let mut w = self.idle.lock().ok()?.pop()?;
+            match supervisor::send_assignment(&w.sock, dir, stdout.as_fd(), stderr.as_fd()) {
+                Ok(()) => return Some(w),
+                Err(e) => {
+                    // It died while idle (killed by someone); try the next.
+                    tracing::debug!(error = %e, "idle supervisor gone");
+                    let _ = w.child.start_kill();
+                }
+            }
+        }
+    }
+
+    /// Tops the pool up in the background, off the request path.
+    fn refill(self: &Arc<Self>, handle: &tokio::runtime::Handle) {
+        use std::sync::atomic::Ordering;
+        if self.size == 0 || self.filling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.clone();
+        handle.spawn_blocking(move || {
+            while pool.idle.lock().map(|v| v.len() < pool.size).unwrap_or(false) {
+                match pool.start_one() {
+                    Ok(w) => {
+                        if let Ok(mut idle) = pool.idle.lock() {
+                            idle.push(w);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(exe = %pool.exe.display(), error = %e, "cannot start a spare supervisor");
+                        break;
+                    }
+                }
+            }
+            pool.filling.store(false, Ordering::Release);
+        });
+    }
 }
 
 /// How long a starting supervisor may take to report.
@@ -158,6 +248,15 @@ impl ProcessTable {
             // /proc/self/exe still works if the binary was replaced on disk.
             supervisor_exe: PathBuf::from("/proc/self/exe"),
             procs: Mutex::new(HashMap::new()),
+            warm: WarmPool::new(PathBuf::from("/proc/self/exe"), WARM_SUPERVISORS),
+        }
+    }
+
+    /// Starts the spare supervisors now (in the background), so the first
+    /// StartTask does not wait for one. Must be called within tokio.
+    pub fn prewarm(&self) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            self.warm.refill(&handle);
         }
     }
 
@@ -173,7 +272,20 @@ impl ProcessTable {
     /// Runs supervisors from `exe` instead of this process's own binary
     /// (for tests, whose binary is not the host).
     pub fn with_supervisor_exe(mut self, exe: PathBuf) -> Self {
+        self.warm = WarmPool::new(exe.clone(), self.warm.size);
         self.supervisor_exe = exe;
+        self
+    }
+
+    /// How many spare supervisors wait idle right now.
+    pub fn warm_idle(&self) -> usize {
+        self.warm.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Keeps `n` spare supervisors instead of the default (0: none; every
+    /// start then execs its supervisor).
+    pub fn with_warm_supervisors(mut self, n: usize) -> Self {
+        self.warm = WarmPool::new(self.supervisor_exe.clone(), n);
         self
     }
 
@@ -263,8 +375,8 @@ impl ProcessTable {
         &self,
         mut spec: supervisor::Spec,
         limits: Limits,
-        stdout: Stdio,
-        stderr: Stdio,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
         task_id: Option<String>,
     ) -> Result<Arc<Proc>, String> {
         let handle = tokio::runtime::Handle::try_current()
@@ -289,19 +401,26 @@ impl ProcessTable {
         let cleanup = |msg: String| cleanup(msg, &cgroup);
         supervisor::write_json(&dir, supervisor::SPEC_FILE, &spec)
             .map_err(|e| cleanup(format!("writing the process spec: {e}")))?;
-        let (host_end, shim_end) =
-            UnixStream::pair().map_err(|e| cleanup(format!("creating the control socket: {e}")))?;
-        let mut child = {
-            let mut cmd = tokio::process::Command::new(&self.supervisor_exe);
-            cmd.arg(supervisor::SUBCOMMAND)
-                .arg(&dir)
-                .stdin(Stdio::from(OwnedFd::from(shim_end)))
-                .stdout(stdout)
-                .stderr(stderr)
-                .kill_on_drop(false);
-            cmd.spawn()
-                .map_err(|e| cleanup(format!("starting the supervisor: {e}")))?
-            // `cmd` drops here, closing our copy of the supervisor's end.
+        let warm = self.warm.assign(&dir, &stdout, &stderr);
+        self.warm.refill(&handle);
+        let (mut child, host_end) = match warm {
+            Some(w) => (w.child, w.sock),
+            None => {
+                let (host_end, shim_end) = UnixStream::pair()
+                    .map_err(|e| cleanup(format!("creating the control socket: {e}")))?;
+                let mut cmd = tokio::process::Command::new(&self.supervisor_exe);
+                cmd.arg(supervisor::SUBCOMMAND)
+                    .arg(&dir)
+                    .stdin(Stdio::from(OwnedFd::from(shim_end)))
+                    .stdout(Stdio::from(stdout))
+                    .stderr(Stdio::from(stderr))
+                    .kill_on_drop(false);
+                let child = cmd
+                    .spawn()
+                    .map_err(|e| cleanup(format!("starting the supervisor: {e}")))?;
+                // `cmd` drops here, closing our copy of the supervisor's end.
+                (child, host_end)
+            }
         };
         let _ = host_end.set_read_timeout(Some(SUPERVISOR_REPORT_TIMEOUT));
         if let Err(e) = supervisor::read_report(&host_end) {
@@ -447,21 +566,25 @@ pub fn build_command(
     Ok(cmd)
 }
 
-fn open_output(which: Output, stdout_path: &str, stderr_path: &str) -> Result<Stdio, ProcessError> {
+fn open_output(which: Output, stdout_path: &str, stderr_path: &str) -> Result<OwnedFd, ProcessError> {
     let path = match which {
-        Output::Null => return Ok(Stdio::null()),
+        Output::Null => "",
         Output::TaskStdout => stdout_path,
         Output::TaskStderr => stderr_path,
     };
     if path.is_empty() {
-        return Ok(Stdio::null());
+        return OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| ProcessError::Failed(format!("opening /dev/null: {e}")));
     }
     // Opening a FIFO for writing blocks until the reader (Nomad's logmon)
     // has it open; logmon opens it before StartTask.
     OpenOptions::new()
         .write(true)
         .open(path)
-        .map(Stdio::from)
+        .map(OwnedFd::from)
         .map_err(|e| ProcessError::Failed(format!("opening task output {path}: {e}")))
 }
 
