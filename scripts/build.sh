@@ -8,3 +8,4 @@ cd "$(dirname "$0")/.."
 profile="${PROFILE:-dev}"
 cargo build -p nomad-wasm-host --profile "$profile"
 cargo build -p hello-guest -p misbehave-guest --target wasm32-wasip2 --profile guest
+cargo build -p nspawn-guest --target wasm32-wasip2 --profile guest
