@@ -9,3 +9,4 @@ profile="${PROFILE:-dev}"
 cargo build -p nomad-wasm-host --profile "$profile"
 cargo build -p hello-guest -p misbehave-guest --target wasm32-wasip2 --profile guest
 cargo build -p nspawn-guest --target wasm32-wasip2 --profile guest
+cargo build -p pot-guest -p rkt-guest --target wasm32-wasip2 --profile guest

@@ -10,6 +10,8 @@
 #   NOMAD_WASM_HOST  host binary  (default target/release/nomad-driver-wasm)
 #   HELLO_WASM       hello guest  (default target/wasm32-wasip2/release/hello.wasm)
 #   NSPAWN_WASM      nspawn guest (default target/wasm32-wasip2/guest/nspawn.wasm)
+#   POT_WASM         pot guest    (default target/wasm32-wasip2/guest/pot.wasm)
+#   RKT_WASM         rkt guest    (default target/wasm32-wasip2/guest/rkt.wasm)
 #   CONFORMANCE_GOPATH  build dir for the generated Go stubs
 #                       (default target/conformance-gopath)
 #
@@ -34,6 +36,9 @@ HELLO_WASM="$(abspath "${HELLO_WASM:-target/wasm32-wasip2/release/hello.wasm}")"
 NSPAWN_WASM="$(abspath "${NSPAWN_WASM:-target/wasm32-wasip2/guest/nspawn.wasm}")"
 export NOMAD_WASM_HOST HELLO_WASM
 export NSPAWN_WASM
+POT_WASM="$(abspath "${POT_WASM:-target/wasm32-wasip2/guest/pot.wasm}")"
+RKT_WASM="$(abspath "${RKT_WASM:-target/wasm32-wasip2/guest/rkt.wasm}")"
+export POT_WASM RKT_WASM
 export CONFORMANCE_REPO="$repo"
 
 gopath="$(abspath "${CONFORMANCE_GOPATH:-target/conformance-gopath}")"
