@@ -10,12 +10,13 @@ exec "/usr/bin/id" {
 }
 
 # Without machined: find the container's PID 1 (the nspawn process by its
-# --machine= argument, then its child) and check it by pid namespace.
+# --machine= argument, then its child) and check it by pid namespace; the
+# memory of the processes in that namespace for task stats.
 exec "/usr/bin/pgrep" {
   args_prefix = [["--oldest"]]
 }
 exec "/usr/bin/ps" {
-  args_prefix = [["-o", "pidns="]]
+  args_prefix = [["-o", "pidns=", "-p"], ["-o", "pidns=,rss=", "-e"]]
 }
 
 # Signals to the container's command or init (also SIGRTMIN+3), and the

@@ -584,3 +584,114 @@ console = "tty"`, "console", "tty"},
 		}
 	}
 }
+
+// nspawnPayload finds the container's command as the host sees it:
+// systemd-nspawn (by its --machine= argument), its child (the container's
+// PID 1, the stub init) and that one's child (the command, PID 2).
+func nspawnPayload(t *testing.T, machine string) int {
+	t.Helper()
+	first := func(args ...string) int {
+		out, err := exec.Command("pgrep", args...).Output()
+		if err != nil {
+			t.Fatalf("pgrep %v: %v", args, err)
+		}
+		var pid int
+		if _, err := fmt.Sscan(string(out), &pid); err != nil {
+			t.Fatalf("pgrep %v printed %q", args, out)
+		}
+		return pid
+	}
+	main := first("--oldest", "--full", "--", "(^| )--machine="+machine+"( |$)")
+	leader := first("--oldest", "--parent", fmt.Sprint(main))
+	return first("--oldest", "--parent", fmt.Sprint(leader))
+}
+
+// nspawnMemoryLimit is the tightest memory limit (bytes) of the cgroups
+// pid sits in, walking up from its own (v2 memory.max, v1
+// memory.limit_in_bytes); 0 if none is set.
+func nspawnMemoryLimit(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatalf("reading the command's cgroups: %v", err)
+	}
+	var best int64
+	consider := func(dir, file string) {
+		for d := dir; ; d = filepath.Dir(d) {
+			if raw, err := os.ReadFile(filepath.Join(d, file)); err == nil {
+				var v int64
+				if _, err := fmt.Sscan(strings.TrimSpace(string(raw)), &v); err == nil && v > 0 && v < 1<<50 && (best == 0 || v < best) {
+					best = v
+				}
+			}
+			if d == "/sys/fs/cgroup" || d == "/" || d == "." {
+				return
+			}
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			for _, root := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+				consider(filepath.Join(root, parts[2]), "memory.max")
+			}
+		case strings.Contains(","+parts[1]+",", ",memory,"):
+			consider(filepath.Join("/sys/fs/cgroup/memory", parts[2]), "memory.limit_in_bytes")
+		}
+	}
+	return best
+}
+
+// The task's memory limit holds the container's command (the host's cgroup
+// limits, since there is no machined to apply --property=MemoryMax).
+func TestNspawnMemoryLimit(t *testing.T) {
+	h := nspawnLaunch(t, nspawnPluginDir(t), t.TempDir())
+	tk := newTask(t, "memory")
+	h.mustConfigure(t, tk, nspawnContainerBody)
+	tk.Config.Resources.LinuxResources.MemoryLimitBytes = 96 << 20
+	tk.Config.Resources.AllocatedResources.Memory.MemoryMb = 96
+	h.startTask(t, tk)
+	nspawnWaitReady(t, tk)
+	pid := nspawnPayload(t, "memory-"+tk.AllocID)
+	if got := nspawnMemoryLimit(t, pid); got != 96<<20 {
+		t.Errorf("memory limit over the container's command (pid %d) = %d bytes, want %d", pid, got, 96<<20)
+	}
+}
+
+// TaskStats counts the container's processes (they run in a session of
+// their own, outside systemd-nspawn's process group): a command holding
+// 48 MB shows at least that much resident memory.
+func TestNspawnTaskStats(t *testing.T) {
+	h := nspawnLaunch(t, nspawnPluginDir(t), t.TempDir())
+	tk, _ := nspawnStart(t, h, "stats", `
+image       = "busybox"
+boot        = false
+process_two = true
+ephemeral   = true
+command = ["/bin/sh", "-c", "x=$(head -c 48000000 /dev/zero | tr '\\0' a); echo ready; while true; do sleep 0.1; done"]
+`)
+	nspawnWaitReady(t, tk)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := h.Driver.TaskStats(ctx, &drivers.TaskStatsRequest{TaskId: tk.ID, CollectionInterval: dur(200 * time.Millisecond)})
+	if err != nil {
+		t.Fatalf("TaskStats: %v", err)
+	}
+	m := recvWithin(t, func() (interface{}, error) { return stream.Recv() }, 5*time.Second, "TaskStats").(*drivers.TaskStatsResponse)
+	mem := m.GetStats().GetAggResourceUsage().GetMemory()
+	if mem.GetRss() < 48000000 || mem.GetRss() > 1<<30 {
+		t.Errorf("aggregate RSS %d bytes, want at least the 48 MB the container's command holds", mem.GetRss())
+	}
+	rss := false
+	for _, f := range mem.GetMeasuredFields() {
+		rss = rss || f == drivers.MemoryUsage_RSS
+	}
+	if !rss {
+		t.Errorf("measured fields %v do not include RSS", mem.GetMeasuredFields())
+	}
+	cancel()
+}

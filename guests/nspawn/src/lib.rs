@@ -25,7 +25,7 @@ use nomad_driver_sdk::host::{clock, log, process};
 use nomad_driver_sdk::{
     Attribute, AttributeValue, Driver, DriverCapabilities, DriverError, FingerprintReport,
     FsIsolation, Health, NetworkMode, NomadConfig, PluginInfo, Spec, TaskConfig, TaskRef,
-    TaskStarted, process_error,
+    TaskStarted, TaskUsage, process_error,
 };
 use process::{Command, Limits, Output, SpawnSpec};
 
@@ -37,6 +37,8 @@ pub const NAME: &str = "nspawn";
 
 /// How long start-task looks for the container's PID 1.
 const LEADER_WAIT_NS: u64 = 10_000_000_000;
+/// At most this many searches (each runs `pgrep`, a few ms).
+const LEADER_ATTEMPTS: u32 = 1000;
 /// Probe timeout.
 const PROBE_MS: u32 = 5_000;
 
@@ -144,7 +146,7 @@ fn find_leader_once(state: &State) -> Option<Leader> {
 /// if the nspawn process has already exited.
 fn wait_for_leader(state: &State, main: &str) -> Option<Leader> {
     let start = clock::monotonic_ns();
-    loop {
+    for _ in 0..LEADER_ATTEMPTS {
         if let Some(l) = find_leader_once(state) {
             return Some(l);
         }
@@ -155,6 +157,7 @@ fn wait_for_leader(state: &State, main: &str) -> Option<Leader> {
             return None;
         }
     }
+    None
 }
 
 /// The leader recorded at start if it is still the same process, else a
@@ -213,6 +216,21 @@ fn signal_container(task: &TaskRef, state: &State, signal: &str) -> Result<(), D
         Some(pid) => kill(pid, signal),
         // The stub init is alone: the command has already exited.
         None => Ok(()),
+    }
+}
+
+/// Usage with only the resident memory measured.
+fn usage(rss: Option<u64>) -> TaskUsage {
+    TaskUsage {
+        memory_rss_bytes: rss,
+        memory_cache_bytes: None,
+        memory_swap_bytes: None,
+        memory_usage_bytes: None,
+        memory_max_usage_bytes: None,
+        cpu_percent: None,
+        cpu_user_percent: None,
+        cpu_system_percent: None,
+        cpu_total_ticks: None,
     }
 }
 
@@ -435,6 +453,21 @@ impl Driver for Nspawn {
         })
     }
 
+    /// Memory of every process in the container's pid namespace (`ps`).
+    /// The host's own measure covers the process group of systemd-nspawn
+    /// only, and the container runs in a session of its own. CPU is not
+    /// measured here (`ps` has lifetime averages only), so it is reported
+    /// as not measured.
+    fn task_stats(_config: Vec<u8>, task: TaskRef) -> Result<Option<TaskUsage>, DriverError> {
+        let state = state_of(&task)?;
+        let Some(leader) = live_leader(&state) else {
+            return Ok(Some(usage(None)));
+        };
+        let out = probe("ps", &["-o", "pidns=,rss=", "-e"]).map_err(DriverError::Temporary)?;
+        let rss_kib = plan::sum_rss_in_pidns(&stdout_of(&out), &leader.pidns);
+        Ok(Some(usage(Some(rss_kib * 1024))))
+    }
+
     /// Kills what outlived systemd-nspawn: a SIGKILL to nspawn (the host's
     /// escalation) leaves the container's own session running, so its PID 1
     /// is killed here, which ends every process in its pid namespace.
@@ -455,3 +488,7 @@ impl Driver for Nspawn {
 // Exported only for wasm: a native build (for unit tests) has no host.
 #[cfg(target_arch = "wasm32")]
 nomad_driver_sdk::export_driver!(Nspawn);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

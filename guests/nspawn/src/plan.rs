@@ -195,7 +195,7 @@ pub fn plan(
 
     let mut a: Vec<String> = vec![image_flag, image, "--quiet".into()];
     a.push(format!("--machine={machine}"));
-    if let Ok(uuid) = machine_uuid(&task.alloc_id) {
+    if let Some(uuid) = machine_uuid(&task.alloc_id) {
         a.push(format!("--uuid={uuid}"));
     }
     match mode {
@@ -449,13 +449,10 @@ pub fn port_args(conf: &TaskConf, task: &TaskConfig) -> Result<Vec<String>, Driv
 }
 
 /// The alloc id as a machine UUID (32 hex digits), when it is one.
-pub fn machine_uuid(alloc_id: &str) -> Result<String, ()> {
+pub fn machine_uuid(alloc_id: &str) -> Option<String> {
     let hex: String = alloc_id.chars().filter(|c| *c != '-').collect();
-    if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(hex.to_ascii_lowercase())
-    } else {
-        Err(())
-    }
+    (hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
 }
 
 /// `systemd 252 (252.39-1~deb12u2)` -> `252`; the full version string is
@@ -478,6 +475,16 @@ pub fn parse_version(out: &str) -> Option<(String, String)> {
 /// The first pid in `pgrep` output.
 pub fn parse_pid(out: &str) -> Option<u32> {
     out.lines().find_map(|l| l.trim().parse::<u32>().ok())
+}
+
+/// Sums the RSS column (KiB) of `ps -o pidns=,rss= -e` lines in `pidns`.
+pub fn sum_rss_in_pidns(out: &str, pidns: &str) -> u64 {
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next()? == pidns).then(|| f.next()?.parse::<u64>().ok())?
+        })
+        .sum()
 }
 
 /// The regular expression `pgrep -f` uses to find the nspawn process of
