@@ -27,6 +27,12 @@ NOMAD_WASM_HOST="$PWD/target/debug/nomad-driver-wasm" \
 HELLO_WASM="$PWD/target/wasm32-wasip2/guest/hello.wasm" \
     tests/conformance/run.sh
 
+echo "== hello in Python: native tests, then the conformance hello tests against it"
+guests/hello-py/test.sh
+NOMAD_WASM_HOST="$PWD/target/debug/nomad-driver-wasm" \
+HELLO_WASM="$PWD/target/wasm32-wasip2/guest/hello_py.wasm" \
+    guests/hello-py/conformance.sh
+
 echo "== fuzz (cty-msgpack decoder)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" .ci/fuzz.sh
 echo "test-all: every check passed"

@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"sort"
@@ -87,7 +88,14 @@ type stats []time.Duration
 
 func (s stats) String() string {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	at := func(p float64) time.Duration { return s[int(p*float64(len(s)-1))] }
+	// Nearest rank: the smallest value with at least p of the runs at or below it.
+	at := func(p float64) time.Duration {
+		i := int(math.Ceil(p*float64(len(s)))) - 1
+		if i < 0 {
+			i = 0
+		}
+		return s[i]
+	}
 	return fmt.Sprintf("n=%-4d median %10v  p10 %10v  p90 %10v", len(s), at(0.5).Round(time.Microsecond), at(0.1).Round(time.Microsecond), at(0.9).Round(time.Microsecond))
 }
 
