@@ -90,7 +90,9 @@ def plain_attr(name, type_expr, nodes):
 def lookup_shell(shell):
     path = process.lookup_path(shell)
     if path is None:
-        raise Err(DriverError_Fatal(f"shell {cty.rust_debug(shell)} was not found on the host's PATH"))
+        raise Err(
+            DriverError_Fatal(f"shell {cty.rust_debug(shell)} was not found on the host's PATH")
+        )
     return path
 
 
@@ -147,6 +149,14 @@ class Driver(exports.Driver):
         return hello.plugin_config(msgpack).encode("utf-8")
 
     def fingerprint(self, config: bytes) -> FingerprintReport:
+        try:
+            return self._fingerprint(config)
+        except Exception as e:  # a bug in this guest: report it, do not trap
+            return FingerprintReport(
+                Health.UNHEALTHY, f"fingerprint failed: {type(e).__name__}: {e}", []
+            )
+
+    def _fingerprint(self, config: bytes) -> FingerprintReport:
         shell = hello.shell_from_config(config)
         path = process.lookup_path(shell)
         if path is None:

@@ -316,8 +316,7 @@ def integer(value, field, target, lo, hi):
     except ConfigError as e:
         raise ConfigError(e.message, field) from None
     out_of_range = ConfigError(
-        f"expected a whole number in the range of {target} ({lo} to {hi}), "
-        f"found {describe(value)}",
+        f"expected a whole number in the range of {target} ({lo} to {hi}), found {describe(value)}",
         field,
     )
     if isinstance(value, bool):
@@ -326,15 +325,11 @@ def integer(value, field, target, lo, hi):
         n = value
     elif isinstance(value, float):
         if value != value:  # NaN
-            raise ConfigError(
-                f"expected a whole number ({target}), found {describe(value)}", field
-            )
+            raise ConfigError(f"expected a whole number ({target}), found {describe(value)}", field)
         if value in (float("inf"), float("-inf")):
             raise out_of_range
         if not value.is_integer():
-            raise ConfigError(
-                f"expected a whole number ({target}), found {describe(value)}", field
-            )
+            raise ConfigError(f"expected a whole number ({target}), found {describe(value)}", field)
         n = int(value)
     elif isinstance(value, str):
         try:

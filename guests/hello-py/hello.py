@@ -44,9 +44,7 @@ def task_conf(data):
     try:
         attrs = cty.attributes(cty.decode_value(data))
         greeting = (
-            cty.string(attrs["greeting"], "greeting")
-            if "greeting" in attrs
-            else DEFAULT_GREETING
+            cty.string(attrs["greeting"], "greeting") if "greeting" in attrs else DEFAULT_GREETING
         )
         sleep = cty.integer(attrs["sleep"], "sleep", "u32", 0, U32_MAX) if "sleep" in attrs else 0
         exit_code = (

@@ -161,7 +161,10 @@ class TaskConfigTests(unittest.TestCase):
                 'field "exit_code": expected a whole number (u8), found number nan',
             ),
             ({"greeting": 5}, 'field "greeting": expected a string, found integer 5'),
-            ({"greeting": [1, 2]}, 'field "greeting": expected a string, found a list of 2 elements'),
+            (
+                {"greeting": [1, 2]},
+                'field "greeting": expected a string, found a list of 2 elements',
+            ),
         ]
         for conf, want in cases:
             with self.subTest(conf=conf):
@@ -401,11 +404,18 @@ class DriverTests(unittest.TestCase):
         self.assertEqual(spec.command.env, [("NOMAD_TASK_NAME", "web")])
         self.assertEqual(spec.command.cwd, "/alloc/web")
         self.assertIsNone(spec.command.user)
-        self.assertEqual((spec.stdout, spec.stderr), (process.Output.TASK_STDOUT, process.Output.TASK_STDERR))
+        self.assertEqual(
+            (spec.stdout, spec.stderr), (process.Output.TASK_STDOUT, process.Output.TASK_STDERR)
+        )
         self.assertEqual(spec.limits, process.Limits(300 << 20, 100))
         self.assertEqual(
             json.loads(started.driver_state),
-            {"shell": "bash", "env": [["NOMAD_TASK_NAME", "web"]], "cwd": "/alloc/web", "user": None},
+            {
+                "shell": "bash",
+                "env": [["NOMAD_TASK_NAME", "web"]],
+                "cwd": "/alloc/web",
+                "user": None,
+            },
         )
 
     def test_start_task_refusals(self):
@@ -445,15 +455,25 @@ class DriverTests(unittest.TestCase):
             [("driver.hello.shell", "bash"), ("driver.hello.shell_version", "5.2.15(1)-release")],
         )
         report = self.driver.fingerprint(b"fish")
-        self.assertEqual((report.health, report.description), (t.Health.UNDETECTED, "shell fish not found"))
+        self.assertEqual(
+            (report.health, report.description), (t.Health.UNDETECTED, "shell fish not found")
+        )
         FakeHost(
             {"bash": "/usr/bin/bash"},
-            run_result=Err(process.ProcessError_NotGranted("not granted: --allow-exec /usr/bin/bash")),
+            run_result=Err(
+                process.ProcessError_NotGranted("not granted: --allow-exec /usr/bin/bash")
+            ),
         ).install(self)
         report = self.driver.fingerprint(b"bash")
         self.assertEqual(report.health, t.Health.UNHEALTHY)
         self.assertIn("--allow-exec", report.description)
         self.assertEqual(report.attributes, [])
+        FakeHost({"bash": "/usr/bin/bash"}, run_result=RuntimeError("boom")).install(self)
+        report = self.driver.fingerprint(b"bash")
+        self.assertEqual(
+            (report.health, report.description),
+            (t.Health.UNHEALTHY, "fingerprint failed: RuntimeError: boom"),
+        )
 
     def test_exec_and_signals(self):
         host = FakeHost({"bash": "/usr/bin/bash", "ls": "/usr/bin/ls"})
@@ -461,13 +481,19 @@ class DriverTests(unittest.TestCase):
         state = hello.task_state("bash", [("A", "1")], "/alloc", "web", "nobody")
         ref = t.TaskRef("a1/web/0", "web", "a1", state, "proc-1")
         cmd = self.driver.exec_command(b"bash", ref, ["ls", "-l"])
-        self.assertEqual(cmd, process.Command("/usr/bin/ls", ["-l"], [("A", "1")], "/alloc/web", "nobody"))
+        self.assertEqual(
+            cmd, process.Command("/usr/bin/ls", ["-l"], [("A", "1")], "/alloc/web", "nobody")
+        )
         with self.assertRaises(Err) as e:
             self.driver.exec_command(b"bash", ref, [])
-        self.assertEqual(e.exception.value, t.DriverError_InvalidConfig("exec: the command is empty"))
+        self.assertEqual(
+            e.exception.value, t.DriverError_InvalidConfig("exec: the command is empty")
+        )
         with self.assertRaises(Err) as e:
             self.driver.exec_command(b"bash", ref, ["nope"])
-        self.assertEqual(e.exception.value, t.DriverError_InvalidConfig('exec: "nope" was not found'))
+        self.assertEqual(
+            e.exception.value, t.DriverError_InvalidConfig('exec: "nope" was not found')
+        )
         broken = t.TaskRef("a1/web/0", "web", "a1", b"{", "proc-1")
         with self.assertRaises(Err) as e:
             self.driver.exec_command(b"bash", broken, ["ls"])
