@@ -21,6 +21,12 @@ use wasmtime::Store;
 /// How long to wait for a task to die after SIGKILL before giving up.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
+/// `poll-task` failures in a row after which a task is given up.
+const POLL_FAILURES: u32 = 10;
+/// The range a guest's requested poll delay is kept in.
+const POLL_MIN: Duration = Duration::from_millis(100);
+const POLL_MAX: Duration = Duration::from_secs(60);
+
 /// Why a driver operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -395,11 +401,12 @@ impl Driver {
             self.kill_processes(&id).await;
             return Err(DriverError::TaskExists(id));
         }
-        if let Some(main) = main.clone() {
-            let driver = self.clone();
-            let task = task.clone();
-            tokio::spawn(async move { driver.watch_exit(task, main).await });
-        }
+        let driver = self.clone();
+        let watched = task.clone();
+        match main.clone() {
+            Some(main) => tokio::spawn(async move { driver.watch_exit(watched, main).await }),
+            None => tokio::spawn(async move { driver.follow(watched).await }),
+        };
         let state = task.handle_state(v.guest.label(), v.sha256(), spawned, main.map(|p| p.pid));
         tracing::info!(task_id = %task.id, "task started");
         Ok(Started {
@@ -407,6 +414,81 @@ impl Driver {
             driver_state: state.encode(),
             network_override: started.network_override,
         })
+    }
+
+    /// Follows a task without a main process through the guest's
+    /// `poll-task` until it ends, is destroyed, or the guest cannot follow it.
+    async fn follow(self: Arc<Self>, task: Arc<Task>) {
+        use std::sync::atomic::Ordering;
+        let mut failures = 0u32;
+        let mut delay = Duration::ZERO;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = task.wait() => return,
+            }
+            if task.exit().is_some() || self.tasks.get(&task.id).is_none() {
+                return;
+            }
+            let v = self.version_of(&task);
+            let polled = match self.config(&v).await {
+                Ok(config) => {
+                    let tref = task_ref(&task);
+                    self.call_on(&v, "poll-task", Some(task_context(&task)), move |g, s| {
+                        g.call_poll_task(s, &config, &tref)
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            let problem = match polled {
+                Ok(Ok(wit::TaskPoll::Running(ms))) => {
+                    task.followed.store(true, Ordering::Release);
+                    failures = 0;
+                    delay = Duration::from_millis(ms.into()).clamp(POLL_MIN, POLL_MAX);
+                    continue;
+                }
+                Ok(Ok(wit::TaskPoll::Exited(r))) => {
+                    tracing::info!(task_id = %task.id, exit_code = r.exit_code, signal = r.signal, "task exited");
+                    task.set_exit(TaskResult {
+                        exit_code: r.exit_code,
+                        signal: r.signal,
+                        oom_killed: r.oom_killed,
+                        err: r.err,
+                    });
+                    return;
+                }
+                Ok(Err(GuestRefusal::Unsupported(_))) => {
+                    tracing::debug!(task_id = %task.id, "task has no main process and the guest does not poll it; it ends when stopped");
+                    return;
+                }
+                Ok(Err(e @ (GuestRefusal::Fatal(_) | GuestRefusal::InvalidConfig(_)))) => {
+                    let e = self.refused("poll-task", e);
+                    task.set_exit(TaskResult {
+                        exit_code: -1,
+                        err: Some(e.to_string()),
+                        ..TaskResult::default()
+                    });
+                    return;
+                }
+                Ok(Err(e)) => self.refused("poll-task", e).to_string(),
+                Err(e) => e.to_string(),
+            };
+            failures += 1;
+            tracing::warn!(task_id = %task.id, failures, error = %problem, "poll-task failed");
+            if failures >= POLL_FAILURES {
+                let msg = format!("lost track of the task after {failures} failed polls: {problem}");
+                self.host.emit(TaskEvent::for_task(&task_context(&task), msg.clone()));
+                task.set_exit(TaskResult {
+                    exit_code: -1,
+                    err: Some(msg),
+                    ..TaskResult::default()
+                });
+                return;
+            }
+            // 1 s, 2 s, 4 s ... up to 30 s.
+            delay = Duration::from_secs(1 << (failures - 1).min(5)).min(Duration::from_secs(30));
+        }
     }
 
     /// Waits for the main process, then asks the guest what the exit means.
@@ -505,6 +587,7 @@ impl Driver {
         timeout: Duration,
         signal: String,
     ) -> Result<(), DriverError> {
+        use std::sync::atomic::Ordering;
         let task = self.task(id)?;
         if task.exit().is_some() {
             return Ok(());
@@ -531,8 +614,9 @@ impl Driver {
                     tracing::warn!(task_id = id, error = %e, "guest failed in stop-task; killing the task")
                 }
             }
-            if task.main_process.is_none() {
-                // Nothing the host supervises: the guest's stop is the stop.
+            if task.main_process.is_none() && !task.followed.load(Ordering::Acquire) {
+                // Nothing the host supervises or follows: the guest's stop
+                // is the stop.
                 task.set_exit(TaskResult::default());
                 return Ok(());
             }
@@ -544,6 +628,24 @@ impl Driver {
                 ?timeout,
                 "task did not stop in time; killing it"
             );
+        }
+        if task.main_process.is_none() && task.followed.load(Ordering::Acquire) {
+            // A task the guest follows: its kill is the guest's SIGKILL,
+            // and the guest's next poll sees the end.
+            let v = self.version_of(&task);
+            let config = self.config(&v).await?;
+            let tref = task_ref(&task);
+            let killed = self
+                .call_on(&v, "signal-task", Some(task_context(&task)), move |g, s| {
+                    g.call_signal_task(s, &config, &tref, "SIGKILL")
+                })
+                .await;
+            if !matches!(killed, Ok(Ok(()))) {
+                tracing::warn!(task_id = id, "guest could not kill the task");
+            }
+            if tokio::time::timeout(KILL_GRACE, task.wait()).await.is_ok() {
+                return Ok(());
+            }
         }
         self.kill_processes(id).await;
         if task.main_process.is_none() {
@@ -755,11 +857,12 @@ impl Driver {
         if !self.tasks.insert(task.clone()) {
             return Ok(()); // recovered concurrently
         }
-        if let Some(main) = main {
-            let driver = self.clone();
-            let task = task.clone();
-            tokio::spawn(async move { driver.watch_exit(task, main).await });
-        }
+        let driver = self.clone();
+        let watched = task.clone();
+        match main {
+            Some(main) => tokio::spawn(async move { driver.watch_exit(watched, main).await }),
+            None => tokio::spawn(async move { driver.follow(watched).await }),
+        };
         tracing::info!(task_id = %id, "task recovered");
         Ok(())
     }

@@ -34,6 +34,9 @@ pub struct Task {
     pub guest_sha256: String,
     /// Whatever the adapter needs to echo back in the task handle.
     pub handle_config: nomad_plugin_proto::drivers::TaskConfig,
+    /// The guest follows this task with `poll-task` (it has no main
+    /// process): a stop then waits for the guest to see the task end.
+    pub followed: std::sync::atomic::AtomicBool,
     exit: watch::Sender<Option<(TaskResult, SystemTime)>>,
 }
 
@@ -55,6 +58,7 @@ impl Task {
             started_at: SystemTime::now(),
             guest_sha256: String::new(),
             handle_config,
+            followed: std::sync::atomic::AtomicBool::new(false),
             exit: watch::channel(None).0,
         }
     }

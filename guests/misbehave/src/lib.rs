@@ -2,11 +2,15 @@
 //! The task config's `mode` picks the fault: `loop` (never returns),
 //! `trap` (panics), `oom` (allocates without bound), `bad-main` (names a
 //! main process it never spawned) or `ok` (starts a task with no process).
+//! Tasks without a process, followed through `poll-task`: `remote` runs for
+//! 300 ms (a "provisioning" task event on each poll), then exits with 7;
+//! `remote-flaky` fails its polls for the first 500 ms, then exits with 5;
+//! `remote-fatal` fails every poll fatally.
 
 use nomad_driver_sdk::schema::Schema;
 use nomad_driver_sdk::{
     Driver, DriverCapabilities, DriverError, FingerprintReport, FsIsolation, Health, NomadConfig,
-    PluginInfo, Spec, TaskConfig, TaskStarted, config_error, cty,
+    PluginInfo, Spec, TaskConfig, TaskPoll, TaskRef, TaskStarted, config_error, cty, host,
 };
 use serde::Deserialize;
 
@@ -78,6 +82,17 @@ impl Driver for Misbehave {
                 main_process: Some("never-spawned".into()),
                 network_override: None,
             }),
+            "remote" | "remote-flaky" | "remote-fatal" => {
+                // The state: the mode, then the start time in ns.
+                let mut state = conf.mode.into_bytes();
+                state.push(0);
+                state.extend_from_slice(&now_ns().to_le_bytes());
+                Ok(TaskStarted {
+                    driver_state: state,
+                    main_process: None,
+                    network_override: None,
+                })
+            }
             "ok" => Ok(TaskStarted {
                 driver_state: vec![],
                 main_process: None,
@@ -86,6 +101,54 @@ impl Driver for Misbehave {
             other => Err(DriverError::InvalidConfig(format!(
                 "field \"mode\": unknown mode {other:?}"
             ))),
+        }
+    }
+
+    fn poll_task(_config: Vec<u8>, task: TaskRef) -> Result<TaskPoll, DriverError> {
+        Self::poll(&task)
+    }
+}
+
+fn now_ns() -> u64 {
+    let t = host::clock::now();
+    (t.seconds as u64) * 1_000_000_000 + u64::from(t.nanoseconds)
+}
+
+impl Misbehave {
+    fn poll(task: &TaskRef) -> Result<TaskPoll, DriverError> {
+        if task.driver_state.is_empty() {
+            // Mode `ok`: a task nobody follows.
+            return Err(DriverError::Unsupported("mode ok is not polled".into()));
+        }
+        let split = task.driver_state.iter().position(|b| *b == 0);
+        let (mode, started) = match split {
+            Some(i) if task.driver_state.len() == i + 9 => {
+                let mut ns = [0u8; 8];
+                ns.copy_from_slice(&task.driver_state[i + 1..]);
+                (&task.driver_state[..i], u64::from_le_bytes(ns))
+            }
+            _ => return Err(DriverError::Fatal("corrupt driver state".into())),
+        };
+        let elapsed_ms = now_ns().saturating_sub(started) / 1_000_000;
+        let exited = |code| {
+            Ok(TaskPoll::Exited(nomad_driver_sdk::ExitResult {
+                exit_code: code,
+                signal: 0,
+                oom_killed: false,
+                err: None,
+            }))
+        };
+        match mode {
+            b"remote" if elapsed_ms < 300 => {
+                host::log::task_event("provisioning", &[]);
+                Ok(TaskPoll::Running(50))
+            }
+            b"remote" => exited(7),
+            b"remote-flaky" if elapsed_ms < 500 => {
+                Err(DriverError::Temporary("the API is busy".into()))
+            }
+            b"remote-flaky" => exited(5),
+            _ => Err(DriverError::Fatal("the machine failed".into())),
         }
     }
 }

@@ -45,7 +45,7 @@ pub use bindings::export_driver;
 pub use bindings::nomad::driver::types::{
     Attribute, AttributeValue, DriverCapabilities, DriverError, ExitResult, ExitStatus,
     FingerprintReport, FsIsolation, Health, NetworkMode, NetworkOverride, NomadConfig, PluginInfo,
-    Spec, TaskConfig, TaskRef, TaskStarted, TaskUsage,
+    Spec, TaskConfig, TaskPoll, TaskRef, TaskStarted, TaskUsage,
 };
 
 /// Host capabilities, as the guest imports them.
@@ -122,6 +122,14 @@ pub trait Driver {
         ))
     }
 
+    /// Follows a task without a main process (see the WIT docs); by default
+    /// unsupported: such a task then ends only when stopped.
+    fn poll_task(_config: Vec<u8>, _task: TaskRef) -> Result<TaskPoll, DriverError> {
+        Err(DriverError::Unsupported(
+            "this driver does not follow tasks without a main process".into(),
+        ))
+    }
+
     /// Usage measured by the driver itself; by default none, and the host
     /// measures the task's supervised processes.
     fn task_stats(_config: Vec<u8>, _task: TaskRef) -> Result<Option<TaskUsage>, DriverError> {
@@ -187,6 +195,9 @@ impl<T: Driver> bindings::exports::nomad::driver::driver::Guest for T {
         command: Vec<String>,
     ) -> Result<host::process::Command, DriverError> {
         T::exec_command(config, task, command)
+    }
+    fn poll_task(config: Vec<u8>, task: TaskRef) -> Result<TaskPoll, DriverError> {
+        T::poll_task(config, task)
     }
     fn task_stats(config: Vec<u8>, task: TaskRef) -> Result<Option<TaskUsage>, DriverError> {
         T::task_stats(config, task)

@@ -1,0 +1,120 @@
+//! Tasks without a main process, followed through the guest's `poll-task`:
+//! the exit the guest reports reaches WaitTask, temporary poll failures are
+//! retried, a fatal one ends the task with the guest's error, and a stop
+//! waits for the guest to see the end. Uses `guests/misbehave` (modes
+//! `remote`, `remote-flaky`, `remote-fatal`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nomad_wasm_host::caps::HostContext;
+use nomad_wasm_host::driver::Driver;
+use nomad_wasm_host::grants::Grants;
+use nomad_wasm_host::runtime::bindings::nomad::driver::types as wit;
+use nomad_wasm_host::runtime::{self, CallLimits, Guest};
+
+fn guest_path() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/guest/misbehave.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p misbehave-guest --target wasm32-wasip2 --profile guest` (scripts/build.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn driver(state: &tempfile::TempDir) -> Arc<Driver> {
+    let engine = runtime::engine().unwrap();
+    let host = HostContext::new(
+        "misbehave.wasm".into(),
+        Grants::default(),
+        state.path().to_path_buf(),
+    );
+    let guest = Guest::load(&engine, &guest_path(), None, host, CallLimits::default()).unwrap();
+    Arc::new(Driver::new(Arc::new(guest)).unwrap())
+}
+
+fn task(id: &str, mode: &str) -> (wit::TaskConfig, nomad_plugin_proto::drivers::TaskConfig) {
+    let mut cfg = vec![0x81, 0xa4];
+    cfg.extend_from_slice(b"mode");
+    cfg.push(0xa0 | mode.len() as u8);
+    cfg.extend_from_slice(mode.as_bytes());
+    let pb = nomad_plugin_proto::drivers::TaskConfig {
+        id: id.into(),
+        name: "t".into(),
+        alloc_id: "a".into(),
+        msgpack_driver_config: cfg,
+        ..Default::default()
+    };
+    (nomad_wasm_host::nomad::convert::task_config(&pb), pb)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exit_a_poll_reports_is_the_tasks_exit() {
+    let state = tempfile::tempdir().unwrap();
+    let d = driver(&state);
+    let mut events = d.host().events.subscribe();
+    let (spec, pb) = task("remote-1", "remote");
+    let t0 = Instant::now();
+    let started = d.start_task(spec, pb).await.unwrap();
+    // StartTask returned while the "machine" was still provisioning.
+    assert!(started.task.exit().is_none());
+    let r = tokio::time::timeout(Duration::from_secs(10), d.wait_task("remote-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.exit_code, r.signal, r.err), (7, 0, None));
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(300), "exited after {took:?}");
+    // Progress from the polls reached the task events.
+    let ev = events.try_recv().unwrap();
+    assert_eq!((ev.task_id.as_str(), ev.message.as_str()), ("remote-1", "provisioning"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_poll_failures_are_retried() {
+    let state = tempfile::tempdir().unwrap();
+    let d = driver(&state);
+    let (spec, pb) = task("remote-2", "remote-flaky");
+    d.start_task(spec, pb).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), d.wait_task("remote-2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.exit_code, r.err), (5, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_poll_ends_the_task_with_the_guests_error() {
+    let state = tempfile::tempdir().unwrap();
+    let d = driver(&state);
+    let (spec, pb) = task("remote-3", "remote-fatal");
+    d.start_task(spec, pb).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), d.wait_task("remote-3"))
+        .await
+        .unwrap()
+        .unwrap();
+    let err = r.err.unwrap();
+    assert!(err.contains("the machine failed") && err.contains("poll-task"), "{err}");
+    assert_ne!(r.exit_code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_the_guest_cannot_poll_runs_until_stopped() {
+    let state = tempfile::tempdir().unwrap();
+    let d = driver(&state);
+    let (spec, pb) = task("plain-1", "ok");
+    d.start_task(spec, pb).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = d.inspect_task("plain-1").unwrap();
+    assert!(t.exit().is_none(), "a task the guest cannot poll is not ended by the host");
+    d.stop_task("plain-1", Duration::from_secs(5), String::new())
+        .await
+        .unwrap();
+    let r = d.wait_task("plain-1").await.unwrap();
+    assert_eq!(r.exit_code, 0);
+}
