@@ -518,6 +518,15 @@ func TestNspawnExec(t *testing.T) {
 	if want := fmt.Sprintf("got input in exec-%s\n", tk.AllocID); r.stdout != want {
 		t.Errorf("streaming exec stdout = %q, want %q", r.stdout, want)
 	}
+
+	// With a terminal (nomad alloc exec -t), sized as asked.
+	r = runExecStream(t, h.Configured, &drivers.ExecTaskStreamingRequest{
+		Setup:   &drivers.ExecTaskStreamingRequest_Setup{TaskId: tk.ID, Command: []string{"/bin/sh", "-c", "test -t 0 && echo is-a-tty; stty size; hostname"}, Tty: true},
+		TtySize: &drivers.ExecTaskStreamingRequest_TerminalSize{Height: 30, Width: 100},
+	}, nil)
+	if !strings.Contains(r.stdout, "is-a-tty") || !strings.Contains(r.stdout, "30 100") || !strings.Contains(r.stdout, "exec-"+tk.AllocID) {
+		t.Errorf("tty exec output %q: want is-a-tty, the size 30 100 and the container's hostname", r.stdout)
+	}
 }
 
 // The container survives a SIGKILL of the host; a new host recovers the
