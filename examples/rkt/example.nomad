@@ -10,7 +10,7 @@ job "example" {
       config {
         image              = "coreos.com/etcd:v2.0.4"
         command            = "/etcd"
-        args               = ["--version", "${NOMAD_TASK_DIR}"]
+        args               = ["--version", "--data-dir=/local"]
         trust_prefix       = "coreos.com/etcd"
         dns_servers        = ["8.8.8.8", "8.8.4.4"]
         dns_search_domains = ["example.com"]

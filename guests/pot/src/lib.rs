@@ -386,7 +386,12 @@ impl Driver for Pot {
     }
 
     /// `pot start` ended. 125 means the jail's command ended and its real
-    /// exit code is in `pot last-run-stats`. The pot is destroyed after.
+    /// exit code is in `pot last-run-stats`.
+    ///
+    /// Unlike the Go driver, the pot is not destroyed here but in
+    /// `destroy_task`, which Nomad calls after every exit: a destroy here
+    /// would race the one a stop is still running (pot stops the jail,
+    /// which ends `pot start`, before it destroys the dataset).
     fn task_exited(_config: Vec<u8>, task: TaskRef, status: ExitStatus) -> ExitResult {
         let mut result = ExitResult {
             exit_code: status.code,
@@ -394,6 +399,9 @@ impl Driver for Pot {
             oom_killed: status.oom_killed,
             err: None,
         };
+        if status.signal != 0 || status.code != EXIT_SEE_LAST_RUN_STATS {
+            return result;
+        }
         let st = match state(&task) {
             Ok(st) => st,
             Err(e) => {
@@ -401,30 +409,38 @@ impl Driver for Pot {
                 return result;
             }
         };
-        if status.signal == 0 && status.code == EXIT_SEE_LAST_RUN_STATS {
-            match run_pot(
-                &st.pot,
-                plan::last_run_stats_args(&st.pot_name),
-                plan::STEP_TIMEOUT_MS,
-                true,
-            )
-            .and_then(|out| plan::parse_last_run_stats(&String::from_utf8_lossy(&out.stdout)))
-            {
-                Ok(code) => result.exit_code = code,
-                Err(m) => {
+        let stats = run_pot(
+            &st.pot,
+            plan::last_run_stats_args(&st.pot_name),
+            plan::STEP_TIMEOUT_MS,
+            false,
+        )
+        .and_then(|out| plan::parse_last_run_stats(&String::from_utf8_lossy(&out.stdout)));
+        match stats {
+            Ok(code) => result.exit_code = code,
+            Err(m) => {
+                // A pot a stop already destroyed has no stats to read: the
+                // exit is what the stop made it.
+                let gone = run_pot(&st.pot, plan::list_args(), plan::STEP_TIMEOUT_MS, false)
+                    .is_ok_and(|out| {
+                        !plan::pot_listed(&String::from_utf8_lossy(&out.stdout), &st.pot_name)
+                    });
+                if gone {
+                    log::log(
+                        log::Level::Info,
+                        &format!(
+                            "pot {} was destroyed before its exit code could be read",
+                            st.pot_name
+                        ),
+                        &[],
+                    );
+                } else {
                     log::task_event(&m, &[]);
                     result.err = Some(format!(
                         "pot start exited with 125 and the jail's exit code is unknown: {m}"
                     ));
                 }
             }
-        }
-        if let Err(m) = destroy_if_present(&st) {
-            log::log(
-                log::Level::Warn,
-                &format!("destroying the pot after exit: {m}"),
-                &[],
-            );
         }
         result
     }

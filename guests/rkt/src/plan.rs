@@ -416,10 +416,7 @@ pub fn parse_versions(output: &str) -> Option<(String, String)> {
             let rest = rest
                 .strip_prefix("Version")
                 .or_else(|| rest.strip_prefix("version"))?;
-            let v = rest
-                .trim_start_matches(':')
-                .split_whitespace()
-                .next()?;
+            let v = rest.trim_start_matches(':').split_whitespace().next()?;
             v.starts_with(|c: char| c.is_ascii_digit())
                 .then(|| v.to_owned())
         })
