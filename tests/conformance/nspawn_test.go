@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,6 +129,13 @@ func nspawnPluginDir(t *testing.T) string {
 func nspawnLaunch(t *testing.T, pluginDir, stateDir string) *killableHost {
 	t.Helper()
 	nspawnRequireHost(t)
+	return nspawnLaunchWith(t, pluginDir, stateDir, nil)
+}
+
+// nspawnLaunchWith is nspawnLaunch with a chance to change the host's
+// command (its environment or user) before it starts.
+func nspawnLaunchWith(t *testing.T, pluginDir, stateDir string, adjust func(*exec.Cmd)) *killableHost {
+	t.Helper()
 	p := requireArtifacts(t)
 	args, cfg := nspawnAgent(t)
 	cfg["image_root"] = nspawnImages(t)
@@ -143,6 +151,9 @@ func nspawnLaunch(t *testing.T, pluginDir, stateDir string) *killableHost {
 	logger := hclog.New(&hclog.LoggerOptions{Name: "nomad", Level: hclog.Trace, Output: logs})
 	cmd := exec.Command(p.Host, args...)
 	cmd.Dir = pluginDir
+	if adjust != nil {
+		adjust(cmd)
+	}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  nomadHandshake,
 		Plugins:          map[string]plugin.Plugin{"driver": driverPlugin{}},
@@ -703,4 +714,62 @@ command = ["/bin/sh", "-c", "x=$(head -c 48000000 /dev/zero | tr '\\0' a); echo 
 		t.Errorf("measured fields %v do not include RSS", mem.GetMeasuredFields())
 	}
 	cancel()
+}
+
+func nspawnFingerprintOnce(t *testing.T, h *killableHost) *drivers.FingerprintResponse {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := h.Driver.Fingerprint(ctx, &drivers.FingerprintRequest{})
+	if err != nil {
+		t.Fatalf("Fingerprint: %v", err)
+	}
+	return recvWithin(t, func() (interface{}, error) { return stream.Recv() }, 10*time.Second, "fingerprint").(*drivers.FingerprintResponse)
+}
+
+// UNDETECTED when systemd-nspawn is not on the host's PATH, and when the
+// host does not run as root.
+func TestNspawnFingerprintUndetected(t *testing.T) {
+	t.Run("no systemd-nspawn", func(t *testing.T) {
+		nspawnRequireHost(t)
+		nspawnImages(t)
+		pluginDir := nspawnPluginDir(t)
+		// go-plugin gives the plugin the agent's environment: change it.
+		t.Setenv("PATH", "/nonexistent")
+		h := nspawnLaunchWith(t, pluginDir, t.TempDir(), nil)
+		fp := nspawnFingerprintOnce(t, h)
+		if fp.GetHealth() != drivers.FingerprintResponse_UNDETECTED || !strings.Contains(fp.GetHealthDescription(), "systemd-nspawn") {
+			t.Errorf("fingerprint %v (%q), want UNDETECTED naming systemd-nspawn", fp.GetHealth(), fp.GetHealthDescription())
+		}
+	})
+	t.Run("not root", func(t *testing.T) {
+		// The host binary, guest and grants in a plugin dir the unprivileged
+		// user can read, as an agent would install them.
+		pluginDir, stateDir := nspawnPluginDir(t), t.TempDir()
+		host, err := os.ReadFile(requireArtifacts(t).Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(pluginDir, "nomad-driver-wasm"), host, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []string{pluginDir, stateDir} {
+			if err := os.Chown(d, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(filepath.Dir(d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Setenv("HOME", stateDir)
+		h := nspawnLaunchWith(t, pluginDir, stateDir, func(c *exec.Cmd) {
+			c.Path = filepath.Join(pluginDir, "nomad-driver-wasm")
+			c.Args[0] = c.Path
+			c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		})
+		fp := nspawnFingerprintOnce(t, h)
+		if fp.GetHealth() != drivers.FingerprintResponse_UNDETECTED || !strings.Contains(fp.GetHealthDescription(), "root") {
+			t.Errorf("fingerprint %v (%q), want UNDETECTED saying the host is not root", fp.GetHealth(), fp.GetHealthDescription())
+		}
+	})
 }
