@@ -740,3 +740,32 @@ args = ["-x"]`, "args"},
 		t.Errorf("an unknown attribute decoded without error")
 	}
 }
+
+// TestPotStopThenExit125: when stopping the jail makes `pot start` exit 125
+// (rather than die by a signal), the stats are gone with the pot; the exit
+// is reported as observed, not as a driver error.
+func TestPotStopThenExit125(t *testing.T) {
+	s := potNewStandin(t, "pot", map[string]interface{}{"start": map[string]int{"stop_exit": 125}})
+	c := potLaunchWith(t, s, true)
+	tk := potNewTask(t, c, `
+image = "https://example.org/pots"
+pot   = "web"
+tag   = "1.0"
+`)
+	c.startTask(t, tk)
+	if got := tk.Stdout.WaitContent("pot "+potName(tk)+" started\n", 5*time.Second); !strings.Contains(got, "started") {
+		t.Fatalf("stdout FIFO = %q", got)
+	}
+	w := c.waitAsync(tk.ID)
+	if _, err := c.Driver.StopTask(rpcCtx(t, 15*time.Second), &drivers.StopTaskRequest{TaskId: tk.ID, Timeout: dur(5 * time.Second)}); err != nil {
+		t.Fatalf("StopTask: %v", err)
+	}
+	res := w.get(t, 10*time.Second, "after StopTask")
+	if res.GetResult().GetExitCode() != 125 || res.GetErr() != "" {
+		t.Errorf("WaitTask = %v err %q, want exit 125 and no error", res.GetResult(), res.GetErr())
+	}
+	after := potCallsFrom(s.calls(t), 0, "destroy")
+	if len(after) < 3 || after[1].Argv[0] != "last-run-stats" || after[2].String() != "ls -q" {
+		t.Errorf("after the stop: %v, want destroy, last-run-stats, ls -q", after)
+	}
+}
