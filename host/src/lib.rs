@@ -23,6 +23,7 @@ pub mod caps;
 pub mod cli;
 pub mod driver;
 pub mod grants;
+pub mod hcldec;
 pub mod logging;
 pub mod nomad;
 pub mod runtime;
