@@ -1,5 +1,12 @@
-//! Command-line flags. One table ([`FLAGS`]) is the source of truth for
-//! both parsing and the help text.
+//! The command line. Tables are the source of truth for both parsing and
+//! the help text: [`FLAGS`] (plugin mode, what Nomad passes), [`COMMAND_FLAGS`]
+//! (flags only the local commands take) and [`COMMANDS`] (the local commands
+//! for driver authors and operators, each naming the flags it accepts).
+
+pub mod commands;
+pub mod jobfile;
+mod run_task;
+pub mod schema_doc;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,7 +40,7 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         name: "--log-level",
         value: Some("LEVEL"),
-        help: "trace, debug, info, warn or error, or a tracing filter. Default: $NOMAD_WASM_LOG, else info.",
+        help: "trace, debug, info, warn or error, or a tracing filter. Default: $NOMAD_WASM_LOG, else info (warn for the local commands).",
         repeatable: false,
     },
     Flag {
@@ -83,6 +90,143 @@ pub const FLAGS: &[Flag] = &[
     },
 ];
 
+/// Flags only the local commands take (see [`Command::flags`]).
+pub const COMMAND_FLAGS: &[Flag] = &[
+    Flag {
+        name: "--plugin-config",
+        value: Some("FILE"),
+        help: "The agent's plugin config for the driver: the body of the `config { }` block \
+               of `plugin \"...\"` in the agent config, that block itself, or an agent config \
+               file with one plugin block. Default: none (the driver's defaults apply).",
+        repeatable: false,
+    },
+    Flag {
+        name: "--task",
+        value: Some("NAME"),
+        help: "In a job file with several tasks for this driver, the one to use.",
+        repeatable: false,
+    },
+    Flag {
+        name: "--memory-mb",
+        value: Some("MB"),
+        help: "The task's memory, as `resources { memory = MB }`. Default: 300.",
+        repeatable: false,
+    },
+    Flag {
+        name: "--cpu",
+        value: Some("MHZ"),
+        help: "The task's CPU shares, as `resources { cpu = MHZ }`. Default: 100.",
+        repeatable: false,
+    },
+    Flag {
+        name: "--kill-timeout",
+        value: Some("SECONDS"),
+        help: "After Ctrl-C, how long the task has to stop before it is killed, as the \
+               job's `kill_timeout`. A second Ctrl-C kills at once. Default: 5.",
+        repeatable: false,
+    },
+    Flag {
+        name: "-o",
+        value: Some("FILE"),
+        help: "Write the precompiled guest to FILE (load it with --guest FILE). Without -o \
+               the precompile cache is filled instead.",
+        repeatable: false,
+    },
+];
+
+/// One local command: run by a person, not by Nomad.
+#[derive(Debug)]
+pub struct Command {
+    pub name: &'static str,
+    /// Positional arguments, all required, as shown in the usage line.
+    pub args: &'static [&'static str],
+    /// The flags it accepts, by name, from [`FLAGS`] and [`COMMAND_FLAGS`].
+    pub flags: &'static [&'static str],
+    /// One line for the command list.
+    pub help: &'static str,
+    /// Paragraphs (separated by blank lines) for `<command> --help`.
+    pub long: &'static str,
+}
+
+/// Flags every command that loads a guest accepts.
+const LOADING: [&str; 5] = [
+    "--allow-exec",
+    "--cache-dir",
+    "--call-timeout",
+    "--max-memory",
+    "--log-level",
+];
+
+/// Every local command.
+pub const COMMANDS: &[Command] = &[
+    Command {
+        name: "schema",
+        args: &["<guest.wasm>"],
+        flags: &LOADING,
+        help: "Print the driver's plugin and task config schemas as commented HCL to copy.",
+        long: "Loads the guest (with the same grants rules as the plugin) and prints \
+               its agent plugin config and its task config as HCL documentation: every \
+               attribute and block with its type, whether it is required, its default and \
+               its nesting. Required attributes and attributes with a default are written \
+               out; optional ones without a default are commented out.",
+    },
+    Command {
+        name: "validate",
+        args: &["<guest.wasm>", "<file>"],
+        flags: &LOADING,
+        help: "Decode a job file's task configs (or a bare config body) as Nomad would.",
+        long: "<file> is a job file, whose tasks with `driver` set to this guest's driver \
+               name are each checked, or the body of one task's `config { }` block. Each \
+               config is decoded against the driver's task config schema the way Nomad \
+               decodes it before starting a task, with `${...}` templates interpolated \
+               with the variables such a task would have (NOMAD_*, with example paths; \
+               the host environment; the task's `env` block). Errors name the file, \
+               line and field; the exit status is 1 if any config is invalid.\n\n\
+               The guest's own checks (those it makes when a task starts) are not run: \
+               use `run` for those.",
+    },
+    Command {
+        name: "run",
+        args: &["<guest.wasm>", "<file>"],
+        flags: &[
+            "--allow-exec",
+            "--cache-dir",
+            "--call-timeout",
+            "--max-memory",
+            "--log-level",
+            "--state-dir",
+            "--plugin-config",
+            "--task",
+            "--memory-mb",
+            "--cpu",
+            "--kill-timeout",
+        ],
+        help: "Run one task locally without Nomad; its output goes to this terminal.",
+        long: "<file> is a job file or a task config body, as for `validate`. The task \
+               goes through the same driver code as under Nomad: the plugin config is set, \
+               the task started in a temporary allocation directory laid out like Nomad's \
+               (alloc/, <task>/local, <task>/secrets, stdout and stderr FIFOs copied to \
+               this terminal) with NOMAD_* variables set, and waited for. Ctrl-C stops it \
+               (the driver's stop, then a kill after --kill-timeout); the allocation \
+               directory is removed afterwards.\n\n\
+               The exit status is the task's exit code, 128 + the signal if a signal ended \
+               it, or 1 if it could not be started. The host's grants apply: grant the \
+               programs the driver runs with --allow-exec or the guest's grants file.",
+    },
+    Command {
+        name: "precompile",
+        args: &["<guest.wasm>"],
+        flags: &["-o", "--cache-dir", "--log-level"],
+        help: "Compile the guest ahead of time, to a file (-o) or into the cache.",
+        long: "Compiles the guest for this host build and machine, so loading it takes \
+               about a millisecond instead of a compile. With -o FILE the artifact is \
+               written to FILE, which the plugin (and these commands) load like the \
+               .wasm; it only loads on a host of the same build. Without -o it is put in \
+               the precompile cache (--cache-dir), where the plugin finds it by the \
+               guest's sha256.",
+    },
+];
+
 /// Parsed options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -96,6 +240,12 @@ pub struct Options {
     pub fingerprint_interval: Duration,
     pub help: bool,
     pub version: bool,
+    pub plugin_config: Option<PathBuf>,
+    pub task: Option<String>,
+    pub memory_mb: i64,
+    pub cpu: i64,
+    pub kill_timeout: Duration,
+    pub output: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -111,36 +261,155 @@ impl Default for Options {
             fingerprint_interval: Duration::from_secs(30),
             help: false,
             version: false,
+            plugin_config: None,
+            task: None,
+            memory_mb: 300,
+            cpu: 100,
+            kill_timeout: Duration::from_secs(5),
+            output: None,
         }
     }
 }
 
-/// A command line that cannot be understood; the text says what to fix.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}\nRun with --help for the flags.")]
-pub struct UsageError(String);
-
-fn number<T: std::str::FromStr>(flag: &str, v: &str, what: &str) -> Result<T, UsageError> {
-    v.parse()
-        .map_err(|_| UsageError(format!("{flag} expects {what}, got {v:?}")))
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// No command: serve Nomad (or explain, without Nomad's cookie).
+    Plugin(Options),
+    /// A local command with its positional arguments.
+    Command {
+        command: &'static Command,
+        args: Vec<String>,
+        options: Options,
+    },
 }
 
-/// Parses the arguments after the program name.
+impl PartialEq for Command {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for Command {}
+
+/// A command line that cannot be understood; the text says what to fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{message}\nRun with --help for {what}.")]
+pub struct UsageError {
+    message: String,
+    what: String,
+}
+
+impl UsageError {
+    fn new(message: String, command: Option<&Command>) -> Self {
+        let what = match command {
+            Some(c) => format!("the usage of {}", c.name),
+            None => "the flags and commands".to_owned(),
+        };
+        UsageError { message, what }
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str, what: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("{flag} expects {what}, got {v:?}"))
+}
+
+fn find_flag(name: &str) -> Option<&'static Flag> {
+    FLAGS.iter().chain(COMMAND_FLAGS).find(|f| f.name == name)
+}
+
+/// Parses plugin-mode arguments (what Nomad passes): flags only.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, UsageError> {
+    let mut positional = Vec::new();
+    let o = parse_flags(args, None, &mut positional)?;
+    if let Some(first) = positional.first() {
+        return Err(UsageError::new(format!("unknown argument {first:?}"), None));
+    }
+    Ok(o)
+}
+
+/// Parses the arguments after the program name: a command and its
+/// arguments, or plugin-mode flags.
+pub fn parse_invocation(args: impl IntoIterator<Item = String>) -> Result<Invocation, UsageError> {
+    let mut args = args.into_iter().peekable();
+    let first = match args.peek() {
+        Some(a) if !a.starts_with('-') => a.clone(),
+        _ => return parse(args).map(Invocation::Plugin),
+    };
+    let Some(command) = COMMANDS.iter().find(|c| c.name == first) else {
+        let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+        return Err(UsageError::new(
+            format!(
+                "unknown command {first:?}; the commands are {}",
+                names.join(", ")
+            ),
+            None,
+        ));
+    };
+    args.next();
+    let mut positional = Vec::new();
+    let options = parse_flags(args, Some(command), &mut positional)?;
+    if !options.help && positional.len() != command.args.len() {
+        let msg = if positional.len() < command.args.len() {
+            format!(
+                "{} needs {}",
+                command.name,
+                command.args[positional.len()..].join(" ")
+            )
+        } else {
+            format!(
+                "{} takes {} argument(s) ({}); {:?} is one too many",
+                command.name,
+                command.args.len(),
+                command.args.join(" "),
+                positional[command.args.len()]
+            )
+        };
+        return Err(UsageError::new(msg, Some(command)));
+    }
+    Ok(Invocation::Command {
+        command,
+        args: positional,
+        options,
+    })
+}
+
+/// Parses flags; with a command, only the flags it accepts (and --help),
+/// with arguments not starting with `-` collected as positionals.
+fn parse_flags(
+    args: impl IntoIterator<Item = String>,
+    command: Option<&Command>,
+    positional: &mut Vec<String>,
+) -> Result<Options, UsageError> {
+    let err = |m: String| UsageError::new(m, command);
     let mut o = Options::default();
     let mut seen: Vec<&'static str> = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
+        if !arg.starts_with('-') || arg == "-" {
+            positional.push(arg);
+            continue;
+        }
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
             _ => (arg.clone(), None),
         };
-        let flag = FLAGS
-            .iter()
-            .find(|f| f.name == name)
-            .ok_or_else(|| UsageError(format!("unknown argument {arg:?}")))?;
+        let allowed = |f: &Flag| match command {
+            None => FLAGS.iter().any(|g| g.name == f.name),
+            Some(c) => f.name == "--help" || c.flags.contains(&f.name),
+        };
+        let flag = match find_flag(&name) {
+            Some(f) if allowed(f) => f,
+            Some(f) => {
+                return Err(err(match command {
+                    Some(c) => format!("{} does not take {}", c.name, f.name),
+                    None => format!("{} is only for the local commands", f.name),
+                }));
+            }
+            None => return Err(err(format!("unknown argument {arg:?}"))),
+        };
         if !flag.repeatable && seen.contains(&flag.name) {
-            return Err(UsageError(format!("{} given twice", flag.name)));
+            return Err(err(format!("{} given twice", flag.name)));
         }
         seen.push(flag.name);
         let value = match flag.value {
@@ -149,48 +418,116 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, UsageErr
                 Some(v) => v,
                 None => args
                     .next()
-                    .ok_or_else(|| UsageError(format!("{} needs a value: {kind}", flag.name)))?,
+                    .ok_or_else(|| err(format!("{} needs a value: {kind}", flag.name)))?,
             }),
         };
-        let v = value.unwrap_or_default();
-        match flag.name {
-            "--guest" => o.guest = Some(PathBuf::from(v)),
-            "--allow-exec" => o.allow_exec.push(v),
-            "--log-level" => o.log_level = Some(v),
-            "--cache-dir" => o.cache_dir = Some((!v.is_empty()).then(|| PathBuf::from(v))),
-            "--state-dir" => o.state_dir = Some(PathBuf::from(v)),
-            "--call-timeout" => {
-                o.call_timeout = Duration::from_millis(number(flag.name, &v, "milliseconds")?)
-            }
-            "--max-memory" => o.max_memory_mib = number(flag.name, &v, "a number of MiB")?,
-            "--fingerprint-interval" => {
-                let secs: u64 = number(flag.name, &v, "a number of seconds")?;
-                o.fingerprint_interval = Duration::from_secs(secs.max(1));
-            }
-            "--help" => o.help = true,
-            "--version" => o.version = true,
-            _ => unreachable!("every flag in FLAGS is handled"),
-        }
+        apply(&mut o, flag.name, value.unwrap_or_default()).map_err(err)?;
     }
     Ok(o)
 }
 
-/// The help text, generated from [`FLAGS`].
+fn apply(o: &mut Options, name: &str, v: String) -> Result<(), String> {
+    match name {
+        "--guest" => o.guest = Some(PathBuf::from(v)),
+        "--allow-exec" => o.allow_exec.push(v),
+        "--log-level" => o.log_level = Some(v),
+        "--cache-dir" => o.cache_dir = Some((!v.is_empty()).then(|| PathBuf::from(v))),
+        "--state-dir" => o.state_dir = Some(PathBuf::from(v)),
+        "--call-timeout" => {
+            o.call_timeout = Duration::from_millis(number(name, &v, "milliseconds")?)
+        }
+        "--max-memory" => o.max_memory_mib = number(name, &v, "a number of MiB")?,
+        "--fingerprint-interval" => {
+            let secs: u64 = number(name, &v, "a number of seconds")?;
+            o.fingerprint_interval = Duration::from_secs(secs.max(1));
+        }
+        "--help" => o.help = true,
+        "--version" => o.version = true,
+        "--plugin-config" => o.plugin_config = Some(PathBuf::from(v)),
+        "--task" => o.task = Some(v),
+        "--memory-mb" => {
+            o.memory_mb = number(name, &v, "a positive number of MB")?;
+            if o.memory_mb <= 0 {
+                return Err(format!(
+                    "--memory-mb expects a positive number of MB, got {v:?}"
+                ));
+            }
+        }
+        "--cpu" => {
+            o.cpu = number(name, &v, "a positive number of MHz")?;
+            if o.cpu <= 0 {
+                return Err(format!("--cpu expects a positive number of MHz, got {v:?}"));
+            }
+        }
+        "--kill-timeout" => {
+            o.kill_timeout = Duration::from_secs(number(name, &v, "a number of seconds")?)
+        }
+        "-o" => o.output = Some(PathBuf::from(v)),
+        other => return Err(format!("{other} is in the flag tables but not handled")),
+    }
+    Ok(())
+}
+
+fn flag_help(out: &mut String, f: &Flag) {
+    let head = match f.value {
+        Some(v) => format!("{} {v}", f.name),
+        None => f.name.to_owned(),
+    };
+    out.push_str(&format!("  {head}\n"));
+    for line in wrap(f.help, 72) {
+        out.push_str(&format!("      {line}\n"));
+    }
+}
+
+fn usage_line(binary: &str, c: &Command) -> String {
+    format!("{binary} {} {} [FLAGS]", c.name, c.args.join(" "))
+}
+
+/// The help text, generated from [`FLAGS`] and [`COMMANDS`].
 pub fn help(binary: &str) -> String {
     let mut out = format!(
         "{binary} {}: a Nomad task driver plugin whose driver is a WebAssembly component.\n\n\
-         Nomad runs it from plugin_dir with the args of its `plugin \"{binary}\"` block.\n\n\
-         Flags:\n",
+         Nomad runs it from plugin_dir with the args of its `plugin \"{binary}\"` block.\n\
+         Run by hand, it offers commands for driver authors and operators.\n\n\
+         Usage:\n  {binary} [FLAGS]            (started by Nomad)\n  \
+         {binary} <COMMAND> [ARGS] [FLAGS]\n  {binary} <COMMAND> --help\n\n\
+         Commands:\n",
         env!("CARGO_PKG_VERSION")
     );
+    out.push_str(&commands_list());
+    out.push_str("\nPlugin flags (Nomad passes them from the plugin block's args):\n");
     for f in FLAGS {
-        let head = match f.value {
-            Some(v) => format!("{} {v}", f.name),
-            None => f.name.to_owned(),
-        };
-        out.push_str(&format!("  {head}\n"));
-        for line in wrap(f.help, 72) {
+        flag_help(&mut out, f);
+    }
+    out
+}
+
+/// The commands, one per entry with its arguments and one-line help.
+pub fn commands_list() -> String {
+    let mut out = String::new();
+    for c in COMMANDS {
+        out.push_str(&format!("  {} {}\n", c.name, c.args.join(" ")));
+        for line in wrap(c.help, 72) {
             out.push_str(&format!("      {line}\n"));
+        }
+    }
+    out
+}
+
+/// The help text of one command, generated from its table entry.
+pub fn command_help(binary: &str, c: &Command) -> String {
+    let mut out = format!("Usage: {}\n\n", usage_line(binary, c));
+    for para in c.long.split("\n\n") {
+        for line in wrap(para, 76) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out.push_str("Flags:\n");
+    for name in c.flags.iter().chain(["--help"].iter()) {
+        if let Some(f) = find_flag(name) {
+            flag_help(&mut out, f);
         }
     }
     out
@@ -335,6 +672,99 @@ mod tests {
         for f in FLAGS {
             assert!(h.contains(f.name), "{} missing from help", f.name);
         }
+    }
+
+    #[test]
+    fn help_lists_every_command_and_each_command_its_flags() {
+        let h = help("nomad-driver-wasm");
+        for c in COMMANDS {
+            assert!(
+                h.contains(&format!("  {} {}\n", c.name, c.args.join(" "))),
+                "{} missing from help:\n{h}",
+                c.name
+            );
+            let ch = command_help("nomad-driver-wasm", c);
+            assert!(ch.starts_with(&format!("Usage: nomad-driver-wasm {} ", c.name)));
+            for f in c.flags {
+                assert!(
+                    find_flag(f).is_some(),
+                    "{}: {f} is in no flag table",
+                    c.name
+                );
+                assert!(ch.contains(&format!("  {f}")), "{f} missing from:\n{ch}");
+            }
+        }
+        // Every command flag belongs to some command.
+        for f in COMMAND_FLAGS {
+            assert!(
+                COMMANDS.iter().any(|c| c.flags.contains(&f.name)),
+                "{} is taken by no command",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_flag_in_the_tables_is_handled() {
+        for f in FLAGS.iter().chain(COMMAND_FLAGS) {
+            let mut o = Options::default();
+            let v = if f.value.is_some() { "1" } else { "" };
+            apply(&mut o, f.name, v.into()).unwrap();
+        }
+    }
+
+    #[test]
+    fn commands_parse_with_their_flags_in_any_order() {
+        let Invocation::Command {
+            command,
+            args: pos,
+            options,
+        } = parse_invocation(args(&[
+            "run",
+            "--memory-mb",
+            "512",
+            "hello.wasm",
+            "task.hcl",
+            "--allow-exec=/bin/bash",
+            "--kill-timeout",
+            "2",
+        ]))
+        .unwrap()
+        else {
+            panic!("not a command")
+        };
+        assert_eq!(command.name, "run");
+        assert_eq!(pos, vec!["hello.wasm", "task.hcl"]);
+        assert_eq!(options.memory_mb, 512);
+        assert_eq!(options.allow_exec, vec!["/bin/bash"]);
+        assert_eq!(options.kill_timeout, Duration::from_secs(2));
+        assert!(matches!(
+            parse_invocation(args(&["--guest", "x.wasm"])).unwrap(),
+            Invocation::Plugin(o) if o.guest == Some(PathBuf::from("x.wasm"))
+        ));
+        assert!(matches!(
+            parse_invocation(args(&["schema", "--help"])).unwrap(),
+            Invocation::Command { options, .. } if options.help
+        ));
+    }
+
+    #[test]
+    fn command_mistakes_say_what_is_wrong() {
+        let e = |a: &[&str]| parse_invocation(args(a)).unwrap_err().to_string();
+        assert!(e(&["bogus"]).contains(
+            "unknown command \"bogus\"; the commands are schema, validate, run, precompile"
+        ));
+        assert!(e(&["validate", "g.wasm"]).contains("validate needs <file>"));
+        assert!(e(&["schema", "a", "b"]).contains("\"b\" is one too many"));
+        assert!(
+            e(&["schema", "a", "--memory-mb", "1"]).contains("schema does not take --memory-mb")
+        );
+        assert!(e(&["--memory-mb", "1"]).contains("--memory-mb is only for the local commands"));
+        assert!(e(&["run", "a", "b", "--cpu", "-5"]).contains("--cpu expects a positive number"));
+        assert!(
+            e(&["run", "a", "b", "--cpu", "lots"])
+                .contains("--cpu expects a positive number of MHz, got \"lots\"")
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use nomad_wasm_host::caps::HostContext;
 use nomad_wasm_host::driver::Driver;
-use nomad_wasm_host::grants::Grants;
 use nomad_wasm_host::nomad::NomadPlugin;
 use nomad_wasm_host::runtime::{self, CallLimits, Guest};
 use nomad_wasm_host::{cli, logging, transport};
@@ -34,8 +33,13 @@ fn main() -> ExitCode {
         })
         .unwrap_or_else(|| "nomad-driver-wasm".into());
 
-    let opts = match cli::parse(std::env::args().skip(1)) {
-        Ok(o) => o,
+    let opts = match cli::parse_invocation(std::env::args().skip(1)) {
+        Ok(cli::Invocation::Plugin(o)) => o,
+        Ok(cli::Invocation::Command {
+            command,
+            args,
+            options,
+        }) => return run_command(&binary, command, &args, &options),
         Err(e) => {
             eprintln!("{binary}: {e}");
             return ExitCode::from(2);
@@ -52,7 +56,8 @@ fn main() -> ExitCode {
     if let Err(e) = transport::check_env(|k| std::env::var(k).ok()) {
         match e {
             transport::HandshakeError::NoCookie => {
-                eprint!("{}", transport::not_a_command_text(&binary))
+                eprint!("{}", transport::not_a_command_text(&binary));
+                eprint!("\nLocal commands:\n{}", cli::commands_list());
             }
             other => eprintln!("{binary}: {other}"),
         }
@@ -80,27 +85,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// A local command (no Nomad): human-readable logs on stderr, warnings
+/// and errors only unless --log-level or NOMAD_WASM_LOG says otherwise.
+fn run_command(
+    binary: &str,
+    command: &cli::Command,
+    args: &[String],
+    options: &cli::Options,
+) -> ExitCode {
+    if options.help {
+        print!("{}", cli::command_help(binary, command));
+        return ExitCode::SUCCESS;
+    }
+    let filter = match options.log_level.as_deref() {
+        Some(l) => tracing_subscriber::EnvFilter::try_new(l).ok(),
+        None => tracing_subscriber::EnvFilter::try_from_env(logging::LOG_ENV).ok(),
+    }
+    .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+    match cli::commands::dispatch(binary, command, args, options) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 async fn run(opts: cli::Options, exe: &std::path::Path) -> Result<(), String> {
     let guest_path = cli::resolve_guest(opts.guest.as_deref(), exe)?;
     let cache_dir = opts
         .cache_dir
         .clone()
         .unwrap_or_else(cli::default_cache_dir);
-    let label = guest_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let state_dir = opts
         .state_dir
         .clone()
         .unwrap_or_else(cli::default_state_dir);
-    let mut grants = Grants::new(opts.allow_exec.clone());
-    let grants_file = nomad_wasm_host::grants::file_for(&guest_path);
-    if grants_file.exists() {
-        grants = grants.with_file(&grants_file)?;
-        tracing::info!(file = %grants_file.display(), "grants file loaded");
-    }
-    let host = HostContext::new(label, grants, state_dir);
+    let host = cli::commands::host_context(&guest_path, &opts.allow_exec, state_dir)?;
     let limits = CallLimits {
         deadline: opts.call_timeout,
         max_memory: opts.max_memory_mib << 20,
