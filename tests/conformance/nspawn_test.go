@@ -773,3 +773,37 @@ func TestNspawnFingerprintUndetected(t *testing.T) {
 		}
 	})
 }
+
+// Group network mode: the container joins the namespace Nomad gives the
+// task group (here one made with `ip netns`, holding a veth pair the
+// container must see) instead of a network of its own.
+func TestNspawnJoinsTheGroupNetworkNamespace(t *testing.T) {
+	h := nspawnLaunch(t, nspawnPluginDir(t), t.TempDir())
+	ns := "nspawn-test-" + randomHex(t, 4)
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", ns).Run() })
+	if out, err := exec.Command("ip", "-n", ns, "link", "add", "grpdummy0", "type", "veth", "peer", "name", "grpdummy1").CombinedOutput(); err != nil {
+		t.Fatalf("ip link add: %v: %s", err, out)
+	}
+	tk := newTask(t, "group")
+	tk.Config.NetworkIsolationSpec = &drivers.NetworkIsolationSpec{
+		Mode: drivers.NetworkIsolationSpec_GROUP,
+		Path: "/var/run/netns/" + ns,
+	}
+	h.mustConfigure(t, tk, `
+image       = "busybox"
+boot        = false
+process_two = true
+ephemeral   = true
+command     = ["/bin/sh", "-c", "ip -o link | grep -o 'grpdummy0' | head -1 ; ip -o link | grep -c host0"]
+`)
+	h.startTask(t, tk)
+	w, _ := h.waitTask(t, tk.ID, 30*time.Second)
+	// grep -c prints 0 and exits 1 when no veth (host0) is there.
+	requireResult(t, w, 1, 0)
+	if got, want := tk.Stdout.WaitContent("grpdummy0\n0\n", 3*time.Second), "grpdummy0\n0\n"; got != want {
+		t.Errorf("stdout %q, want %q: the group's interface and no veth of nspawn's own (stderr %q)", got, want, tk.Stderr.Content())
+	}
+}
