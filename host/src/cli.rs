@@ -182,8 +182,11 @@ pub const COMMANDS: &[Command] = &[
                with the variables such a task would have (NOMAD_*, with example paths; \
                the host environment; the task's `env` block). Errors name the file, \
                line and field; the exit status is 1 if any config is invalid.\n\n\
-               The guest's own checks (those it makes when a task starts) are not run: \
-               use `run` for those.",
+               The guest's own checks of a task config (those it makes when a task \
+               starts) are not run: use `run` for those.\n\n\
+               <file> may also be an agent config with a `plugin` block: its `config` \
+               block is decoded against the plugin config schema and then given to the \
+               guest's set-config, as Nomad's SetConfig does.",
     },
     Command {
         name: "run",

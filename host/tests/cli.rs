@@ -309,6 +309,52 @@ fn validate_accepts_a_good_job_and_names_the_field_of_a_bad_one() {
 }
 
 #[test]
+fn validate_checks_an_agent_plugin_config_with_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        dir.path(),
+        "agent.hcl",
+        "plugin_dir = \"/opt/nomad/plugins\"\n\nplugin \"nomad-driver-wasm\" {\n  \
+         args = [\"--guest\", \"hello.wasm\"]\n  config {\n    shell = \"fish\"\n  }\n}\n",
+    );
+    let out = with_hello("validate", &[good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}: plugin config: valid\n", good.display())
+    );
+    // The schema allows any string; the guest's set-config refuses zsh.
+    let bad = write(
+        dir.path(),
+        "bad-agent.hcl",
+        "plugin \"nomad-driver-wasm\" {\n  config {\n    shell = \"zsh\"\n  }\n}\n",
+    );
+    let out = with_hello("validate", &[bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{}:2: invalid config: field \"shell\": unsupported shell \"zsh\"; expected one of \
+             \"bash\", \"fish\"\n",
+            bad.display()
+        )
+    );
+    // A field the schema does not have is hcldec's error, with its line.
+    let typo = write(
+        dir.path(),
+        "typo-agent.hcl",
+        "plugin \"nomad-driver-wasm\" {\n  config {\n    shel = \"bash\"\n  }\n}\n",
+    );
+    let out = with_hello("validate", &[typo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with(&format!("{}:3: config.shel:", typo.display())),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn run_prints_the_greeting_and_exits_with_the_task_code() {
     let dir = tempfile::tempdir().unwrap();
     let bash = bash();
@@ -325,6 +371,46 @@ fn run_prints_the_greeting_and_exits_with_the_task_code() {
     assert!(
         progress.contains("==> task exited with code 0"),
         "{progress}"
+    );
+
+    // Templates see the task's variables; the alloc dir is laid out like
+    // Nomad's while the task runs and removed afterwards.
+    let vars = write(
+        dir.path(),
+        "vars.hcl",
+        "greeting = \"${NOMAD_TASK_NAME} ${NOMAD_TASK_DIR} ${NOMAD_MEMORY_LIMIT}\"\n",
+    );
+    let out = with_hello(
+        "run",
+        &[
+            vars.to_str().unwrap(),
+            "--allow-exec",
+            &bash,
+            "--memory-mb",
+            "64",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let words: Vec<&str> = printed.split_whitespace().collect();
+    assert_eq!(words.len(), 3, "{printed}");
+    assert_eq!(words[0], "task");
+    assert_eq!(words[2], "64");
+    let task_dir = Path::new(words[1]);
+    assert!(task_dir.ends_with("task/local"), "{printed}");
+    let alloc_dir = task_dir.parent().unwrap().parent().unwrap();
+    assert!(
+        alloc_dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("nomad-driver-wasm-run-"),
+        "{printed}"
+    );
+    assert!(
+        !alloc_dir.exists(),
+        "{} was left behind",
+        alloc_dir.display()
     );
 
     // A job file: its task's name, its exit code.

@@ -214,6 +214,9 @@ pub(super) fn read_configs(file: &Path, driver: &str) -> Result<Vec<FoundConfig>
 fn validate(guest: &Path, file: &Path, o: &Options) -> Result<u8> {
     let loaded = load(guest, o, unused_state_dir())?;
     let m = loaded.driver.manifest();
+    if is_agent_config(file) {
+        return validate_plugin_config(&loaded.driver, file);
+    }
     let mut invalid = 0;
     let configs = read_configs(file, &m.info.name)?;
     for found in &configs {
@@ -244,6 +247,63 @@ fn validate(guest: &Path, file: &Path, o: &Options) -> Result<u8> {
         return Ok(1);
     }
     Ok(0)
+}
+
+/// An agent config: `plugin` blocks and no `job`.
+fn is_agent_config(file: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    hcl::edit::parser::parse_body(&text).is_ok_and(|body| {
+        body.get_blocks("plugin").next().is_some() && body.get_blocks("job").next().is_none()
+    })
+}
+
+/// Decodes the plugin block's config as Nomad does, then gives it to the
+/// guest's `set-config`, its own validation (Nomad's SetConfig).
+fn validate_plugin_config(driver: &Arc<Driver>, file: &Path) -> Result<u8> {
+    let m = driver.manifest();
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CommandError(format!("cannot read {}: {e}", file.display())))?;
+    let found = jobfile::find_plugin_config(&text)
+        .map_err(|e| CommandError(format!("{}: {e}", file.display())))?;
+    let msgpack = match &m.config_schema {
+        Some(spec) => match decode(spec, &found.body, &HashMap::new()) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{}", config_error(file, &found, &e));
+                return Ok(1);
+            }
+        },
+        None if found.body.trim().is_empty() => Vec::new(),
+        None => {
+            eprintln!(
+                "{}:{}: driver {:?} takes no plugin config",
+                file.display(),
+                found.first_line,
+                m.info.name
+            );
+            return Ok(1);
+        }
+    };
+    // The guest's set-config itself: Driver::set_config would also get
+    // supervisors ready for tasks, which a check has no use for.
+    let nomad = Some(super::run_task::NOMAD_PORTS);
+    let called = driver.current().guest.call("set-config", None, |g, s| {
+        g.call_set_config(s, &msgpack, nomad)
+    });
+    match called {
+        Ok(Ok(_)) => {
+            println!("{}: plugin config: valid", file.display());
+            Ok(0)
+        }
+        Ok(Err(refusal)) => {
+            let refusal = crate::driver::Refusal::from(refusal);
+            eprintln!("{}:{}: {refusal}", file.display(), found.first_line);
+            Ok(1)
+        }
+        Err(e) => Err(CommandError(e.to_string())),
+    }
 }
 
 fn precompile(guest: &Path, o: &Options) -> Result<u8> {

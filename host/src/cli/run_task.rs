@@ -28,7 +28,7 @@ use crate::tasks::TaskResult;
 type Result<T> = std::result::Result<T, CommandError>;
 
 /// Nomad's default `client_min_port`/`client_max_port`.
-const NOMAD_PORTS: NomadConfig = NomadConfig {
+pub(super) const NOMAD_PORTS: NomadConfig = NomadConfig {
     client_min_port: 14000,
     client_max_port: 14512,
 };
