@@ -477,8 +477,10 @@ impl Driver {
             failures += 1;
             tracing::warn!(task_id = %task.id, failures, error = %problem, "poll-task failed");
             if failures >= POLL_FAILURES {
-                let msg = format!("lost track of the task after {failures} failed polls: {problem}");
-                self.host.emit(TaskEvent::for_task(&task_context(&task), msg.clone()));
+                let msg =
+                    format!("lost track of the task after {failures} failed polls: {problem}");
+                self.host
+                    .emit(TaskEvent::for_task(&task_context(&task), msg.clone()));
                 task.set_exit(TaskResult {
                     exit_code: -1,
                     err: Some(msg),

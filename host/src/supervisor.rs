@@ -220,9 +220,12 @@ fn receive_assignment() -> Result<std::path::PathBuf, String> {
         }
     }
     line.pop();
-    let [stdout, stderr]: [std::os::fd::OwnedFd; 2] = fds
-        .try_into()
-        .map_err(|v: Vec<_>| format!("expected 2 descriptors with the assignment, got {}", v.len()))?;
+    let [stdout, stderr]: [std::os::fd::OwnedFd; 2] = fds.try_into().map_err(|v: Vec<_>| {
+        format!(
+            "expected 2 descriptors with the assignment, got {}",
+            v.len()
+        )
+    })?;
     rustix::stdio::dup2_stdout(&stdout).map_err(|e| format!("taking the task's stdout: {e}"))?;
     rustix::stdio::dup2_stderr(&stderr).map_err(|e| format!("taking the task's stderr: {e}"))?;
     use std::os::unix::ffi::OsStringExt;

@@ -149,3 +149,29 @@ async fn lies_and_bad_config_are_clear_errors() {
     }
     start(&d, "after-lies", "ok").await.unwrap();
 }
+
+/// More calls at once than the pooling allocator has slots: the extra calls
+/// wait for a slot, none fails to instantiate.
+#[test]
+fn calls_beyond_the_pool_wait_for_a_slot() {
+    let engine = runtime::engine().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let host = HostContext::new(
+        "misbehave.wasm".into(),
+        Grants::default(),
+        state.path().to_path_buf(),
+    );
+    let guest = Guest::load(&engine, &guest_path(), None, host, CallLimits::default()).unwrap();
+    let n = 3 * runtime::CONCURRENT_CALLS as usize;
+    let names: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| s.spawn(|| guest.call("info", None, |g, st| g.call_info(st))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap().name)
+            .collect()
+    });
+    assert_eq!(names.len(), n);
+    assert!(names.iter().all(|name| name == "misbehave"));
+}

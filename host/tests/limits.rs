@@ -49,9 +49,7 @@ async fn a_task_over_its_memory_limit_is_oom_killed_and_reported() {
     };
     let spawn = |t: &ProcessTable, spec, limits, id: &str| {
         let id = id.to_owned();
-        tokio::task::block_in_place(|| {
-            t.spawn(spec, limits, null(), null(), Some(id))
-        })
+        tokio::task::block_in_place(|| t.spawn(spec, limits, null(), null(), Some(id)))
     };
     match t.cgroups().clone() {
         Cgroups::Unavailable { reason } => {

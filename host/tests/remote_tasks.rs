@@ -72,7 +72,10 @@ async fn the_exit_a_poll_reports_is_the_tasks_exit() {
     assert!(took >= Duration::from_millis(300), "exited after {took:?}");
     // Progress from the polls reached the task events.
     let ev = events.try_recv().unwrap();
-    assert_eq!((ev.task_id.as_str(), ev.message.as_str()), ("remote-1", "provisioning"));
+    assert_eq!(
+        (ev.task_id.as_str(), ev.message.as_str()),
+        ("remote-1", "provisioning")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +102,10 @@ async fn a_fatal_poll_ends_the_task_with_the_guests_error() {
         .unwrap()
         .unwrap();
     let err = r.err.unwrap();
-    assert!(err.contains("the machine failed") && err.contains("poll-task"), "{err}");
+    assert!(
+        err.contains("the machine failed") && err.contains("poll-task"),
+        "{err}"
+    );
     assert_ne!(r.exit_code, 0);
 }
 
@@ -111,7 +117,10 @@ async fn a_task_the_guest_cannot_poll_runs_until_stopped() {
     d.start_task(spec, pb).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = d.inspect_task("plain-1").unwrap();
-    assert!(t.exit().is_none(), "a task the guest cannot poll is not ended by the host");
+    assert!(
+        t.exit().is_none(),
+        "a task the guest cannot poll is not ended by the host"
+    );
     d.stop_task("plain-1", Duration::from_secs(5), String::new())
         .await
         .unwrap();

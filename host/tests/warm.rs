@@ -42,7 +42,10 @@ fn null() -> std::os::fd::OwnedFd {
 async fn until_idle(t: &ProcessTable, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while t.warm_idle() < n {
-        assert!(Instant::now() < deadline, "pool never reached {n} idle supervisors");
+        assert!(
+            Instant::now() < deadline,
+            "pool never reached {n} idle supervisors"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

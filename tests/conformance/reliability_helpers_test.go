@@ -169,20 +169,37 @@ func sameProcessAlive(pid int, startTime uint64) bool {
 	return ok && st.State != 'Z' && st.StartTime == startTime
 }
 
-// supervisorProc is a live `nomad-driver-wasm __supervise <dir>` process.
+// supervisorProc is a live task supervisor: a `nomad-driver-wasm
+// __supervise <dir>` process, or a spare one (`__supervise --pooled`)
+// that has since been handed <dir>.
 type supervisorProc struct {
 	Pid int
 	Dir string
 }
 
 // supervisorsUnder lists live supervisor processes whose record directory
-// is inside stateDir.
+// is inside stateDir: those named by a started.json record there (spare
+// supervisors get their directory over a socket, so their command line
+// does not show it), and those started with the directory as an argument.
 func supervisorsUnder(stateDir string) []supervisorProc {
 	var found []supervisorProc
+	seen := map[int]bool{}
+	dirs, _ := os.ReadDir(stateDir)
+	for _, d := range dirs {
+		dir := filepath.Join(stateDir, d.Name())
+		var rec supervisorRecord
+		if readJSONFile(filepath.Join(dir, "started.json"), &rec) != nil {
+			continue
+		}
+		if sameProcessAlive(rec.SupervisorPid, rec.SupervisorStartTime) && !seen[rec.SupervisorPid] {
+			seen[rec.SupervisorPid] = true
+			found = append(found, supervisorProc{Pid: rec.SupervisorPid, Dir: dir})
+		}
+	}
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
-		if err != nil || pid == os.Getpid() {
+		if err != nil || pid == os.Getpid() || seen[pid] {
 			continue
 		}
 		raw, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))

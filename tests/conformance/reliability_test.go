@@ -253,7 +253,7 @@ func TestReliability200(t *testing.T) {
 	}
 	for _, rt := range longs {
 		if !supSeen[rt.supPid] {
-			t.Errorf("%v: harness: supervisor %d not found by its command line (__supervise under %s)", rt, rt.supPid, stateDir)
+			t.Errorf("%v: harness: supervisor %d not found by its record or command line (under %s)", rt, rt.supPid, stateDir)
 		}
 	}
 	if t.Failed() {

@@ -566,7 +566,11 @@ pub fn build_command(
     Ok(cmd)
 }
 
-fn open_output(which: Output, stdout_path: &str, stderr_path: &str) -> Result<OwnedFd, ProcessError> {
+fn open_output(
+    which: Output,
+    stdout_path: &str,
+    stderr_path: &str,
+) -> Result<OwnedFd, ProcessError> {
     let path = match which {
         Output::Null => "",
         Output::TaskStdout => stdout_path,

@@ -35,6 +35,12 @@ use bindings::{DriverGuest, DriverGuestPre};
 /// How often the epoch ticker advances the engine's epoch.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Guest calls that run at once, in this process. The engine's pooling
+/// allocator has a slot for each (memories, tables and instances are
+/// reused, not mapped per call); a call beyond this waits for a slot rather
+/// than failing to instantiate.
+pub const CONCURRENT_CALLS: u32 = 32;
+
 /// Bytes of guest stderr kept per call (panic messages end up here).
 const GUEST_STDERR_CAP: usize = 16 * 1024;
 
@@ -167,6 +173,24 @@ pub fn engine() -> Result<Engine, LoadError> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    // Sized for components of several core modules (a Rust guest has a
+    // handful; an interpreter-based one such as componentize-py's has more
+    // and larger tables). Address space is reserved per slot up front;
+    // memory is committed only as guests touch it and returned after.
+    let n = CONCURRENT_CALLS;
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        .total_core_instances(n * 32)
+        .max_core_instances_per_component(32)
+        .total_memories(n * 4)
+        .max_memories_per_component(4)
+        .total_tables(n * 16)
+        .max_tables_per_component(16)
+        .table_elements(200_000)
+        .max_component_instance_size(4 << 20)
+        .max_core_instance_size(4 << 20)
+        .max_unused_warm_slots(n);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
     start_epoch_ticker(&engine);
     Ok(engine)
@@ -290,6 +314,7 @@ impl Guest {
                 .trap_on_grow_failure(true)
                 .build(),
         };
+        let _slot = CALL_SLOTS.acquire();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         arm_deadline(&mut store, self.limits.deadline);
@@ -315,6 +340,39 @@ impl Guest {
                 other => other,
             })
             .map_err(fail)
+    }
+}
+
+/// Admits at most [`CONCURRENT_CALLS`] guest calls at once in this process.
+static CALL_SLOTS: CallSlots = CallSlots {
+    used: std::sync::Mutex::new(0),
+    freed: std::sync::Condvar::new(),
+};
+
+struct CallSlots {
+    used: std::sync::Mutex<u32>,
+    freed: std::sync::Condvar,
+}
+
+struct CallSlot(&'static CallSlots);
+
+impl CallSlots {
+    /// Waits for a free slot (calls run on blocking threads).
+    fn acquire(&'static self) -> CallSlot {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used >= CONCURRENT_CALLS {
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += 1;
+        CallSlot(self)
+    }
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        let mut used = self.0.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used = used.saturating_sub(1);
+        self.0.freed.notify_one();
     }
 }
 
