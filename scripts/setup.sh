@@ -13,6 +13,9 @@ done
 # The nspawn guest's end-to-end tests: systemd-nspawn and a static busybox.
 command -v systemd-nspawn >/dev/null 2>&1 || need_apt=1
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need_apt=1
+# The http capability's cross-checks (host/tests/http_cap.rs): openssl, ssh-keygen.
+command -v openssl >/dev/null 2>&1 || need_apt=1
+command -v ssh-keygen >/dev/null 2>&1 || need_apt=1
 
 if [ "$need_apt" = 1 ]; then
     sudo=""
@@ -24,7 +27,7 @@ if [ "$need_apt" = 1 ]; then
         golang-github-zclconf-go-cty-dev golang-github-hashicorp-hcl-v2-dev \
         golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev \
         protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-github-hashicorp-go-hclog-dev \
-        bash ca-certificates systemd-container busybox-static >/dev/null
+        bash ca-certificates systemd-container busybox-static openssl openssh-client >/dev/null
 fi
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then

@@ -14,6 +14,21 @@
 //!   args_prefix = [["prepare"], ["start"], ["destroy", "-F"]]
 //! }
 //! exec "/usr/bin/bash" {}
+//!
+//! # Outgoing HTTP(S) to exactly this origin (scheme, host, port); an
+//! # optional CA file for a private server certificate (sdc-docker's).
+//! http "https://us-central-1.api.mnx.io" {}
+//! http "https://us-central-1.docker.mnx.io:2376" {
+//!   ca_file = "/etc/nomad/triton/docker-ca.pem"
+//! }
+//!
+//! # A key the guest may have the host sign with, by name; the guest never
+//! # sees the key. With `cert`, also usable as a TLS client certificate.
+//! secret "triton" { file = "/etc/nomad/triton/id_rsa" }
+//! secret "docker" {
+//!   file = "/etc/nomad/triton/docker-key.pem"
+//!   cert = "/etc/nomad/triton/docker-cert.pem"
+//! }
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -26,6 +41,60 @@ pub struct Grants {
     exec: Vec<ExecGrant>,
     /// The sha256 the guest must have, if pinned.
     sha256: Option<String>,
+    http: Vec<HttpGrant>,
+    secrets: std::collections::BTreeMap<String, SecretGrant>,
+}
+
+/// One granted HTTP origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrant {
+    /// `scheme://host:port`, port always written out.
+    pub origin: String,
+    /// Extra trusted CA certificates (PEM) for this origin.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One host-held secret: a private key, optionally with its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretGrant {
+    pub name: String,
+    /// The private key file (PEM PKCS#1/PKCS#8/SEC 1 or OpenSSH).
+    pub file: PathBuf,
+    /// A PEM certificate chain, for TLS client authentication.
+    pub cert: Option<PathBuf>,
+}
+
+/// The origin of an http(s) URL as the grants compare it:
+/// `scheme://host:port` with the port written out. None for other schemes
+/// or URLs without a host.
+pub fn origin_of(url: &url::Url) -> Option<String> {
+    let scheme = url.scheme();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let host = url.host_str()?;
+    let port = url.port_or_known_default()?;
+    Some(format!("{scheme}://{}:{port}", host.to_ascii_lowercase()))
+}
+
+/// Parses an origin as written in a grant: an http(s) URL with nothing
+/// after the authority.
+fn parse_origin(given: &str) -> Result<String, String> {
+    let url = url::Url::parse(given).map_err(|e| format!("http {given:?}: not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "http {given:?}: an origin carries no user or password"
+        ));
+    }
+    if (url.path() != "/" && !url.path().is_empty())
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(format!(
+            "http {given:?}: give only scheme://host[:port], without a path or query"
+        ));
+    }
+    origin_of(&url).ok_or_else(|| format!("http {given:?}: the scheme must be http or https"))
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +142,23 @@ struct GrantsFile {
     sha256: Option<String>,
     #[serde(default)]
     exec: std::collections::BTreeMap<String, ExecBlock>,
+    #[serde(default)]
+    http: std::collections::BTreeMap<String, HttpBlock>,
+    #[serde(default)]
+    secret: std::collections::BTreeMap<String, SecretBlock>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HttpBlock {
+    ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretBlock {
+    file: String,
+    cert: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -98,7 +184,87 @@ impl Grants {
                 .map(|g| ExecGrant::new(g, Vec::new()))
                 .collect(),
             sha256: None,
+            http: Vec::new(),
+            secrets: Default::default(),
         }
+    }
+
+    /// Grants HTTP(S) to one origin (`--allow-http`-style).
+    pub fn with_http_origin(
+        mut self,
+        origin: &str,
+        ca_file: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        let origin = parse_origin(origin)?;
+        if let Some(ca) = &ca_file
+            && !ca.is_absolute()
+        {
+            return Err(format!("http {origin:?}: ca_file must be an absolute path"));
+        }
+        self.http.push(HttpGrant { origin, ca_file });
+        Ok(self)
+    }
+
+    /// Grants signing with (and, with `cert`, TLS client authentication by)
+    /// the key in `file`, under `name`.
+    pub fn with_secret(
+        mut self,
+        name: &str,
+        file: PathBuf,
+        cert: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        if name.is_empty() {
+            return Err("secret: the name must not be empty".into());
+        }
+        if !file.is_absolute() || cert.as_ref().is_some_and(|c| !c.is_absolute()) {
+            return Err(format!(
+                "secret {name:?}: file and cert must be absolute paths"
+            ));
+        }
+        if self.secrets.contains_key(name) {
+            return Err(format!("secret {name:?} is granted twice"));
+        }
+        self.secrets.insert(
+            name.to_string(),
+            SecretGrant {
+                name: name.to_string(),
+                file,
+                cert,
+            },
+        );
+        Ok(self)
+    }
+
+    /// The granted origins.
+    pub fn http_origins(&self) -> impl Iterator<Item = &str> {
+        self.http.iter().map(|g| g.origin.as_str())
+    }
+
+    /// Checks that `url` is an http(s) URL to a granted origin.
+    pub fn check_http(&self, url: &url::Url) -> Result<&HttpGrant, NotGranted> {
+        let Some(origin) = origin_of(url) else {
+            return Err(NotGranted {
+                what: format!("requesting {url}"),
+                hint: "only http and https URLs with a host can be granted".into(),
+            });
+        };
+        self.http
+            .iter()
+            .find(|g| g.origin == origin)
+            .ok_or_else(|| NotGranted {
+                what: format!("HTTP to {origin}"),
+                hint: format!("add `http \"{origin}\" {{}}` to the grants file"),
+            })
+    }
+
+    /// The secret granted under `name`.
+    pub fn secret(&self, name: &str) -> Result<&SecretGrant, NotGranted> {
+        self.secrets.get(name).ok_or_else(|| NotGranted {
+            what: format!("the secret {name:?}"),
+            hint: format!(
+                "add `secret \"{name}\" {{ file = \"/path/to/key\" }}` to the grants file"
+            ),
+        })
     }
 
     /// Adds the grants of a grants file (HCL). Errors name the file and
@@ -116,6 +282,21 @@ impl Grants {
                 ));
             }
             self.exec.push(ExecGrant::new(program, block.args_prefix));
+        }
+        let in_file = |e: String| format!("grants file {}: {e}", path.display());
+        for (origin, block) in file.http {
+            self = self
+                .with_http_origin(&origin, block.ca_file.map(PathBuf::from))
+                .map_err(in_file)?;
+        }
+        for (name, block) in file.secret {
+            self = self
+                .with_secret(
+                    &name,
+                    PathBuf::from(block.file),
+                    block.cert.map(PathBuf::from),
+                )
+                .map_err(in_file)?;
         }
         if let Some(pin) = file.sha256 {
             let pin = pin.trim().to_ascii_lowercase();
@@ -272,6 +453,100 @@ exec "/bin/true" {}
         let err = g.check_sha256(&"cd".repeat(32)).unwrap_err();
         assert!(err.contains("pins"), "{err}");
         assert!(Grants::default().check_sha256("anything").is_ok());
+    }
+
+    #[test]
+    fn http_is_denied_by_default_and_names_the_grant() {
+        let g = Grants::default();
+        let url = url::Url::parse("https://api.example.com/my/machines").unwrap();
+        let err = g.check_http(&url).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "HTTP to https://api.example.com:443 is not granted to this guest: add \
+             `http \"https://api.example.com:443\" {}` to the grants file"
+        );
+        let err = g.secret("triton").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the secret \"triton\" is not granted to this guest: add \
+             `secret \"triton\" { file = \"/path/to/key\" }` to the grants file"
+        );
+    }
+
+    #[test]
+    fn http_origins_match_exactly() {
+        let g = file(
+            r#"
+http "https://API.example.com" {}
+http "http://127.0.0.1:8080" { ca_file = "/etc/ca.pem" }
+secret "triton" { file = "/etc/triton/id_rsa" }
+secret "docker" {
+  file = "/etc/triton/key.pem"
+  cert = "/etc/triton/cert.pem"
+}
+"#,
+        )
+        .unwrap();
+        let ok = |u: &str| g.check_http(&url::Url::parse(u).unwrap()).is_ok();
+        assert!(ok("https://api.example.com/my/machines?x=1"));
+        assert!(ok("https://api.example.com:443/"));
+        assert!(ok("http://127.0.0.1:8080/containers/json"));
+        // Other scheme, port, host or a look-alike host: refused.
+        assert!(!ok("http://api.example.com/"));
+        assert!(!ok("https://api.example.com:8443/"));
+        assert!(!ok("https://api.example.com.evil.test/"));
+        assert!(!ok("http://127.0.0.1:8081/"));
+        assert!(!ok("http://localhost:8080/"));
+        let granted = g
+            .check_http(&url::Url::parse("http://127.0.0.1:8080/").unwrap())
+            .unwrap();
+        assert_eq!(granted.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(
+            g.secret("triton").unwrap().file,
+            PathBuf::from("/etc/triton/id_rsa")
+        );
+        assert_eq!(
+            g.secret("docker").unwrap().cert,
+            Some(PathBuf::from("/etc/triton/cert.pem"))
+        );
+        assert!(g.secret("other").is_err());
+    }
+
+    #[test]
+    fn bad_http_and_secret_grants_name_the_problem() {
+        assert!(
+            file("http \"ftp://x\" {}")
+                .unwrap_err()
+                .contains("http or https")
+        );
+        assert!(
+            file("http \"https://x/path\" {}")
+                .unwrap_err()
+                .contains("without a path")
+        );
+        assert!(
+            file("http \"https://u:p@x\" {}")
+                .unwrap_err()
+                .contains("no user")
+        );
+        assert!(
+            file("http \"not a url\" {}")
+                .unwrap_err()
+                .contains("not a URL")
+        );
+        assert!(
+            file("http \"https://x\" { ca_file = \"rel.pem\" }")
+                .unwrap_err()
+                .contains("absolute")
+        );
+        assert!(
+            file("secret \"k\" { file = \"id_rsa\" }")
+                .unwrap_err()
+                .contains("absolute")
+        );
+        assert!(file("secret \"k\" {}").unwrap_err().contains("file"));
+        let err = file("secret \"k\" {\n file = \"/k\"\n bogus = 1\n}").unwrap_err();
+        assert!(err.contains("bogus"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 pub mod cgroups;
 pub mod clock;
 pub mod exec;
+pub mod http;
+pub mod httpsig;
 pub mod log;
 pub mod process;
 pub mod procstats;
