@@ -355,6 +355,19 @@ fn validate_checks_an_agent_plugin_config_with_the_guest() {
 }
 
 #[test]
+fn the_hello_example_job_and_agent_config_validate() {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
+    let job = examples.join("example.nomad");
+    let out = with_hello("validate", &[job.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).ends_with(": valid\n"));
+    let agent = examples.join("agent.hcl");
+    let out = with_hello("validate", &[agent.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).ends_with(": plugin config: valid\n"));
+}
+
+#[test]
 fn run_prints_the_greeting_and_exits_with_the_task_code() {
     let dir = tempfile::tempdir().unwrap();
     let bash = bash();
