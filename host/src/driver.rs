@@ -230,6 +230,33 @@ impl Driver {
         Ok(v)
     }
 
+    /// Loads an earlier build of the guest from the compile cache and gives
+    /// it the agent config, for a task recovered after a restart.
+    async fn earlier_build(&self, sha256: &str) -> Option<Arc<Version>> {
+        let current = self.current().guest.clone();
+        let sha = sha256.to_owned();
+        let v = tokio::task::spawn_blocking(move || {
+            let guest = current.load_cached_build(&sha)?;
+            Version::new(Arc::new(guest))
+                .map_err(|e| tracing::warn!(error = %e, "earlier build does not answer"))
+                .ok()
+        })
+        .await
+        .ok()??;
+        let v = Arc::new(v);
+        let last = self.last_config.read().ok().and_then(|c| c.clone());
+        let (msgpack, nomad) = last.unwrap_or_default();
+        if let Err(e) = self.set_config_on(&v, msgpack, nomad).await {
+            tracing::warn!(build = sha256, error = %e, "earlier build refuses the agent config");
+            return None;
+        }
+        if let Ok(mut m) = self.versions.lock() {
+            Some(m.entry(sha256.to_owned()).or_insert(v).clone())
+        } else {
+            Some(v)
+        }
+    }
+
     /// Calls a guest build on the blocking pool (a call may run short host
     /// commands), mapping failures to [`DriverError`].
     async fn call_on<R: Send + 'static>(
@@ -821,12 +848,17 @@ impl Driver {
                 crate::tasks::HANDLE_VERSION
             )));
         }
-        // The task keeps the build it started with if this process has it.
+        // The task keeps the build it started with if this process has it,
+        // or the compile cache does.
         let known = self
             .versions
             .lock()
             .ok()
             .and_then(|m| m.get(&state.guest_sha256).cloned());
+        let known = match known {
+            Some(v) => Some(v),
+            None => self.earlier_build(&state.guest_sha256).await,
+        };
         let v = known.unwrap_or_else(|| {
             let now = self.current();
             tracing::warn!(task_id = %id, was = %state.guest_sha256, now = %now.sha256(), "task was started by another build of the guest; the current one serves it");

@@ -157,3 +157,94 @@ fn a_pinned_sha256_refuses_any_other_build() {
         "{err}"
     );
 }
+
+/// After a restart, a recovered task is served by the build it started
+/// with, loaded from the compile cache, even though the `.wasm` beside the
+/// host is now another build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_task_keeps_its_build_from_the_cache_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let v1_path = dir.path().join("hello.wasm");
+    std::fs::copy(built("hello"), &v1_path).unwrap();
+    let v2_path = dir.path().join("hello-v2.wasm");
+    rebuilt(&v1_path, &v2_path);
+    let engine = runtime::engine().unwrap();
+    let driver_for = |path: &Path| {
+        let processes = ProcessTable::new(dir.path().join("state"))
+            .with_supervisor_exe(PathBuf::from(env!("CARGO_BIN_EXE_nomad-driver-wasm")));
+        let host = HostContext::with_processes(
+            "hello.wasm".into(),
+            Grants::new(["/bin/bash".to_string()]),
+            processes,
+        );
+        let guest = Guest::load(&engine, path, Some(&cache), host, CallLimits::default()).unwrap();
+        Arc::new(Driver::new(Arc::new(guest)).unwrap())
+    };
+
+    // The first host process starts a task with build 1 ...
+    let first = driver_for(&v1_path);
+    let v1_sha = first.current().sha256().to_owned();
+    let pb = sleeper("kept");
+    let started = first
+        .start_task(
+            nomad_wasm_host::nomad::convert::task_config(&pb),
+            pb.clone(),
+        )
+        .await
+        .unwrap();
+    drop(first);
+
+    // ... and the next one runs build 2 and recovers it.
+    let second = driver_for(&v2_path);
+    assert_ne!(second.current().sha256(), v1_sha);
+    second
+        .recover_task(pb.clone(), &started.driver_state)
+        .await
+        .unwrap();
+    let task = second.inspect_task("kept").unwrap();
+    assert_eq!(
+        task.guest_sha256, v1_sha,
+        "served by the build it started with"
+    );
+
+    // That build serves it to the end.
+    second
+        .stop_task("kept", Duration::from_secs(2), String::new())
+        .await
+        .unwrap();
+    let r = second.wait_task("kept").await.unwrap();
+    assert!(r.signal != 0 || r.exit_code != 0, "{r:?}");
+    second.destroy_task("kept", true).await.unwrap();
+
+    // Without the build in the cache, the current build serves it.
+    let pb = sleeper("orphan");
+    let started = second
+        .start_task(
+            nomad_wasm_host::nomad::convert::task_config(&pb),
+            pb.clone(),
+        )
+        .await
+        .unwrap();
+    let v2_sha = second.current().sha256().to_owned();
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&v2_sha)
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    drop(second);
+    let third = driver_for(&v1_path);
+    third.recover_task(pb, &started.driver_state).await.unwrap();
+    assert_eq!(
+        third.inspect_task("orphan").unwrap().guest_sha256,
+        v1_sha,
+        "an uncached build falls back to the current one"
+    );
+    third.destroy_task("orphan", true).await.unwrap();
+}

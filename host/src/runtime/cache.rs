@@ -128,7 +128,7 @@ fn store_artifact(dir: &Path, file: &Path, artifact: &[u8]) -> std::io::Result<(
 }
 
 #[allow(unsafe_code)]
-fn deserialize(engine: &Engine, artifact: &[u8]) -> Result<Component, String> {
+pub(super) fn deserialize(engine: &Engine, artifact: &[u8]) -> Result<Component, String> {
     // SAFETY: wasmtime requires that precompiled bytes come from a trusted
     // source. They are either the guest file the operator named (trusted like
     // the host binary itself) or an artifact this host wrote into its own

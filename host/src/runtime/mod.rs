@@ -157,6 +157,9 @@ pub struct Guest {
     limits: CallLimits,
     label: String,
     sha256: String,
+    /// Where precompiled builds are cached: earlier builds of this guest are
+    /// found there by sha256 (see [`Guest::load_cached_build`]).
+    cache_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Guest {
@@ -235,20 +238,7 @@ impl Guest {
                 reason,
             })?;
         let loaded = cache::load_component(engine, path, &bytes, cache_dir)?;
-
-        let mut linker: Linker<CallState> = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| LoadError::Engine(format!("linking WASI: {e:#}")))?;
-        DriverGuest::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
-            .map_err(|e| LoadError::Engine(format!("linking host imports: {e:#}")))?;
-        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
-            path: path.to_path_buf(),
-            reason: format!("{e:#}"),
-        };
-        let instance_pre = linker
-            .instantiate_pre(&loaded.component)
-            .map_err(wrong_world)?;
-        let pre = DriverGuestPre::new(instance_pre).map_err(wrong_world)?;
+        let pre = link(engine, &loaded.component, path)?;
 
         let label = path
             .file_name()
@@ -267,7 +257,49 @@ impl Guest {
             limits,
             label,
             sha256: loaded.sha256,
+            cache_dir: cache_dir.map(Path::to_path_buf),
         })
+    }
+
+    /// An earlier build of this guest, by sha256, from the compile cache:
+    /// a task recovered after a restart keeps the build it started with
+    /// even when the `.wasm` has since been replaced. `None` when the cache
+    /// does not hold it (or a sha256 pin forbids it).
+    pub fn load_cached_build(&self, sha256: &str) -> Option<Guest> {
+        let dir = self.cache_dir.as_deref()?;
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        if let Err(reason) = self.host.grants.check_sha256(sha256) {
+            tracing::warn!(guest = %self.label, build = sha256, %reason, "not loading an earlier build");
+            return None;
+        }
+        let file = dir.join(cache::artifact_name(&self.engine, sha256));
+        let artifact = std::fs::read(&file).ok()?;
+        let loaded = cache::deserialize(&self.engine, &artifact)
+            .map_err(|e| LoadError::NotAComponent {
+                path: file.clone(),
+                reason: e,
+            })
+            .and_then(|component| link(&self.engine, &component, &file));
+        match loaded {
+            Ok(pre) => {
+                tracing::info!(guest = %self.label, build = sha256, "loaded an earlier build from the cache");
+                Some(Guest {
+                    engine: self.engine.clone(),
+                    pre,
+                    host: self.host.clone(),
+                    limits: self.limits,
+                    label: format!("{} (build {})", self.label, &sha256[..12]),
+                    sha256: sha256.to_owned(),
+                    cache_dir: self.cache_dir.clone(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(guest = %self.label, build = sha256, error = %e, "cached earlier build is unusable");
+                None
+            }
+        }
     }
 
     /// The guest's file name, used in logs and errors.
@@ -341,6 +373,26 @@ impl Guest {
             })
             .map_err(fail)
     }
+}
+
+/// Links a component against WASI and the host's imports, checking it
+/// implements the world.
+fn link(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+    path: &Path,
+) -> Result<DriverGuestPre<CallState>, LoadError> {
+    let mut linker: Linker<CallState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .map_err(|e| LoadError::Engine(format!("linking WASI: {e:#}")))?;
+    DriverGuest::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+        .map_err(|e| LoadError::Engine(format!("linking host imports: {e:#}")))?;
+    let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+        path: path.to_path_buf(),
+        reason: format!("{e:#}"),
+    };
+    let instance_pre = linker.instantiate_pre(component).map_err(wrong_world)?;
+    DriverGuestPre::new(instance_pre).map_err(wrong_world)
 }
 
 /// Admits at most [`CONCURRENT_CALLS`] guest calls at once in this process.
