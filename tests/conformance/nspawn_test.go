@@ -746,12 +746,16 @@ func TestNspawnFingerprintUndetected(t *testing.T) {
 		// The host binary, guest and grants in a plugin dir the unprivileged
 		// user can read, as an agent would install them.
 		pluginDir, stateDir := nspawnPluginDir(t), t.TempDir()
-		host, err := os.ReadFile(requireArtifacts(t).Host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(pluginDir, "nomad-driver-wasm"), host, 0o755); err != nil {
-			t.Fatal(err)
+		// A hard link where possible: a debug host is hundreds of MB.
+		bin := filepath.Join(pluginDir, "nomad-driver-wasm")
+		if err := os.Link(requireArtifacts(t).Host, bin); err != nil {
+			host, err := os.ReadFile(requireArtifacts(t).Host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(bin, host, 0o755); err != nil {
+				t.Fatal(err)
+			}
 		}
 		for _, d := range []string{pluginDir, stateDir} {
 			if err := os.Chown(d, 65534, 65534); err != nil {
@@ -763,7 +767,7 @@ func TestNspawnFingerprintUndetected(t *testing.T) {
 		}
 		t.Setenv("HOME", stateDir)
 		h := nspawnLaunchWith(t, pluginDir, stateDir, func(c *exec.Cmd) {
-			c.Path = filepath.Join(pluginDir, "nomad-driver-wasm")
+			c.Path = bin
 			c.Args[0] = c.Path
 			c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		})
