@@ -38,6 +38,21 @@ pub const FLAGS: &[Flag] = &[
         repeatable: true,
     },
     Flag {
+        name: "--allow-http",
+        value: Some("ORIGIN"),
+        help: "Grant the guest HTTP(S) requests to this origin, scheme://host[:port] \
+               (exactly; redirects elsewhere are refused). Repeat for each origin.",
+        repeatable: true,
+    },
+    Flag {
+        name: "--secret",
+        value: Some("NAME=KEYFILE"),
+        help: "Let the guest have the host sign HTTP requests with the private key in \
+               KEYFILE (absolute path), by NAME; the guest never sees the key. Repeat \
+               for each key. TLS client certificates: a secret block in the grants file.",
+        repeatable: true,
+    },
+    Flag {
         name: "--log-level",
         value: Some("LEVEL"),
         help: "trace, debug, info, warn or error, or a tracing filter. Default: $NOMAD_WASM_LOG, else info (warn for the local commands).",
@@ -149,8 +164,10 @@ pub struct Command {
 }
 
 /// Flags every command that loads a guest accepts.
-const LOADING: [&str; 5] = [
+const LOADING: [&str; 7] = [
     "--allow-exec",
+    "--allow-http",
+    "--secret",
     "--cache-dir",
     "--call-timeout",
     "--max-memory",
@@ -235,6 +252,10 @@ pub const COMMANDS: &[Command] = &[
 pub struct Options {
     pub guest: Option<PathBuf>,
     pub allow_exec: Vec<String>,
+    /// `--allow-http` origins, as given.
+    pub allow_http: Vec<String>,
+    /// `--secret` values, `NAME=KEYFILE`.
+    pub secrets: Vec<String>,
     pub log_level: Option<String>,
     pub cache_dir: Option<Option<PathBuf>>,
     pub state_dir: Option<PathBuf>,
@@ -256,6 +277,8 @@ impl Default for Options {
         Options {
             guest: None,
             allow_exec: Vec::new(),
+            allow_http: Vec::new(),
+            secrets: Vec::new(),
             log_level: None,
             cache_dir: None,
             state_dir: None,
@@ -433,6 +456,8 @@ fn apply(o: &mut Options, name: &str, v: String) -> Result<(), String> {
     match name {
         "--guest" => o.guest = Some(PathBuf::from(v)),
         "--allow-exec" => o.allow_exec.push(v),
+        "--allow-http" => o.allow_http.push(v),
+        "--secret" => o.secrets.push(v),
         "--log-level" => o.log_level = Some(v),
         "--cache-dir" => o.cache_dir = Some((!v.is_empty()).then(|| PathBuf::from(v))),
         "--state-dir" => o.state_dir = Some(PathBuf::from(v)),
@@ -639,6 +664,36 @@ mod tests {
         assert_eq!(o.guest, Some(PathBuf::from("hello.wasm")));
         assert_eq!(o.allow_exec, vec!["/usr/bin/bash", "/usr/bin/fish"]);
         assert_eq!(o.call_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn parses_http_and_secret_grants() {
+        let o = parse(args(&[
+            "--allow-http",
+            "https://us-central-1.api.mnx.io",
+            "--secret=triton=/etc/nomad/triton/id_rsa",
+        ]))
+        .unwrap();
+        assert_eq!(o.allow_http, vec!["https://us-central-1.api.mnx.io"]);
+        assert_eq!(o.secrets, vec!["triton=/etc/nomad/triton/id_rsa"]);
+        let dir = std::env::temp_dir();
+        let o = parse(args(&["--secret", "triton"])).unwrap();
+        let err =
+            commands::host_context(Path::new("/nonexistent/g.wasm"), &o, dir.clone()).unwrap_err();
+        assert!(err.contains("NAME=KEYFILE"), "{err}");
+        let o = parse(args(&["--allow-http", "ftp://x"])).unwrap();
+        let err =
+            commands::host_context(Path::new("/nonexistent/g.wasm"), &o, dir.clone()).unwrap_err();
+        assert!(
+            err.contains("--allow-http") && err.contains("http or https"),
+            "{err}"
+        );
+        let o = parse(args(&["--secret", "k=relative/key"])).unwrap();
+        let err = commands::host_context(Path::new("/nonexistent/g.wasm"), &o, dir).unwrap_err();
+        assert!(
+            err.contains("--secret") && err.contains("absolute"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -127,7 +127,7 @@ async fn run(opts: cli::Options, exe: &std::path::Path) -> Result<(), String> {
         .state_dir
         .clone()
         .unwrap_or_else(cli::default_state_dir);
-    let host = cli::commands::host_context(&guest_path, &opts.allow_exec, state_dir)?;
+    let host = cli::commands::host_context(&guest_path, &opts, state_dir)?;
     let limits = CallLimits {
         deadline: opts.call_timeout,
         max_memory: opts.max_memory_mib << 20,

@@ -62,18 +62,32 @@ pub(super) fn millis(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// The host context every guest gets: the `--allow-exec` grants plus the
-/// guest's grants file if there is one, as in plugin mode.
+/// The host context every guest gets: the `--allow-exec`, `--allow-http`
+/// and `--secret` grants plus the guest's grants file if there is one, as
+/// in plugin mode.
 pub fn host_context(
     guest_path: &Path,
-    allow_exec: &[String],
+    o: &Options,
     state_dir: PathBuf,
 ) -> std::result::Result<Arc<HostContext>, String> {
     let label = guest_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut grants = Grants::new(allow_exec.to_vec());
+    let mut grants = Grants::new(o.allow_exec.to_vec());
+    for origin in &o.allow_http {
+        grants = grants
+            .with_http_origin(origin, None)
+            .map_err(|e| format!("--allow-http: {e}"))?;
+    }
+    for secret in &o.secrets {
+        let Some((name, file)) = secret.split_once('=') else {
+            return Err(format!("--secret {secret:?}: expected NAME=KEYFILE"));
+        };
+        grants = grants
+            .with_secret(name, PathBuf::from(file), None)
+            .map_err(|e| format!("--secret: {e}"))?;
+    }
     let grants_file = crate::grants::file_for(guest_path);
     if grants_file.exists() {
         grants = grants.with_file(&grants_file)?;
@@ -103,7 +117,7 @@ pub(super) fn load(path: &Path, o: &Options, state_dir: PathBuf) -> Result<Loade
     if !path.exists() {
         return Err(CommandError(format!("guest {} not found", path.display())));
     }
-    let host = host_context(path, &o.allow_exec, state_dir)?;
+    let host = host_context(path, o, state_dir)?;
     let engine = runtime::engine().map_err(|e| e.to_string())?;
     let start = Instant::now();
     let guest = Guest::load(&engine, path, cache_dir(o).as_deref(), host, limits(o))
