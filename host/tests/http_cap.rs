@@ -55,7 +55,8 @@ fn sim_binary() -> &'static Path {
             .env("GOPROXY", "off")
             .env("GOFLAGS", "")
             .env("GO111MODULE", "on")
-            .env("GOCACHE", repo().join("target/triton-sim-gocache")));
+            .env("GOCACHE", repo().join("target/triton-sim-gocache"))
+            .env("GOPATH", repo().join("target/triton-sim-gopath")));
         out
     })
 }

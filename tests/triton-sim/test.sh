@@ -7,6 +7,7 @@ repo="$(cd "$here/../.." && pwd)"
 cd "$here"
 export GOPROXY=off GOFLAGS= GO111MODULE=on
 export GOCACHE="${GOCACHE:-$repo/target/triton-sim-gocache}"
+export GOPATH="${GOPATH:-$repo/target/triton-sim-gopath}"
 go vet .
 go test -count=1 "$@" .
 go build -o "$repo/target/triton-sim" .
