@@ -29,6 +29,11 @@
 //!   file = "/etc/nomad/triton/docker-key.pem"
 //!   cert = "/etc/nomad/triton/docker-cert.pem"
 //! }
+//!
+//! # Files under this directory, read-only unless `write = true`. (In a
+//! # call about a task, the task's allocation directory is always usable.)
+//! dir "/var/lib/machines" {}
+//! dir "/var/lib/nomad-nspawn" { write = true }
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -43,6 +48,15 @@ pub struct Grants {
     sha256: Option<String>,
     http: Vec<HttpGrant>,
     secrets: std::collections::BTreeMap<String, SecretGrant>,
+    dirs: Vec<DirGrant>,
+}
+
+/// One granted directory tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// As the operator wrote it (absolute); guests name files by it.
+    pub path: PathBuf,
+    pub write: bool,
 }
 
 /// One granted HTTP origin.
@@ -146,6 +160,15 @@ struct GrantsFile {
     http: std::collections::BTreeMap<String, HttpBlock>,
     #[serde(default)]
     secret: std::collections::BTreeMap<String, SecretBlock>,
+    #[serde(default)]
+    dir: std::collections::BTreeMap<String, DirBlock>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DirBlock {
+    #[serde(default)]
+    write: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -186,7 +209,33 @@ impl Grants {
             sha256: None,
             http: Vec::new(),
             secrets: Default::default(),
+            dirs: Vec::new(),
         }
+    }
+
+    /// Grants the files under `dir` (an absolute path), writable if `write`.
+    pub fn with_dir(mut self, dir: &Path, write: bool) -> Result<Self, String> {
+        if !dir.is_absolute() {
+            return Err(format!(
+                "dir {}: directories must be absolute paths",
+                dir.display()
+            ));
+        }
+        // Lexically normal: no `.`/`..` parts, no trailing slash.
+        let path: PathBuf = dir.components().collect();
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!("dir {}: must not contain `..`", dir.display()));
+        }
+        self.dirs.push(DirGrant { path, write });
+        Ok(self)
+    }
+
+    /// The granted directories.
+    pub fn dirs(&self) -> &[DirGrant] {
+        &self.dirs
     }
 
     /// Grants HTTP(S) to one origin (`--allow-http`-style).
@@ -287,6 +336,11 @@ impl Grants {
         for (origin, block) in file.http {
             self = self
                 .with_http_origin(&origin, block.ca_file.map(PathBuf::from))
+                .map_err(in_file)?;
+        }
+        for (dir, block) in file.dir {
+            self = self
+                .with_dir(Path::new(&dir), block.write)
                 .map_err(in_file)?;
         }
         for (name, block) in file.secret {

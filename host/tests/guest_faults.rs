@@ -175,3 +175,25 @@ fn calls_beyond_the_pool_wait_for_a_slot() {
     assert_eq!(names.len(), n);
     assert!(names.iter().all(|name| name == "misbehave"));
 }
+
+/// The fs capability end to end through a guest: the task's allocation
+/// directory is usable during its calls; anything else is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_uses_files_only_where_granted() {
+    let state = tempfile::tempdir().unwrap();
+    let alloc = tempfile::tempdir().unwrap();
+    let d = driver(&state);
+    let (mut spec, mut pb) = task("fs-1", "fs-probe");
+    let alloc_dir = alloc.path().to_string_lossy().into_owned();
+    spec.alloc_dir = alloc_dir.clone();
+    pb.alloc_dir = alloc_dir;
+    let started = d.start_task(spec, pb).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&started.task.guest_state),
+        "mkdir;write;hello;x.txt;not-granted;not-granted"
+    );
+    assert_eq!(
+        std::fs::read(alloc.path().join("probe/x.txt")).unwrap(),
+        b"hello"
+    );
+}

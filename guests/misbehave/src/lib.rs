@@ -6,6 +6,8 @@
 //! 300 ms (a "provisioning" task event on each poll), then exits with 7;
 //! `remote-flaky` fails its polls for the first 500 ms, then exits with 5;
 //! `remote-fatal` fails every poll fatally.
+//! `fs-probe` uses the fs capability and reports what each attempt gave, as
+//! its driver state (a task nobody follows).
 
 use nomad_driver_sdk::schema::Schema;
 use nomad_driver_sdk::{
@@ -93,6 +95,11 @@ impl Driver for Misbehave {
                     network_override: None,
                 })
             }
+            "fs-probe" => Ok(TaskStarted {
+                driver_state: fs_probe(&task.alloc_dir).into_bytes(),
+                main_process: None,
+                network_override: None,
+            }),
             "ok" => Ok(TaskStarted {
                 driver_state: vec![],
                 main_process: None,
@@ -107,6 +114,34 @@ impl Driver for Misbehave {
     fn poll_task(_config: Vec<u8>, task: TaskRef) -> Result<TaskPoll, DriverError> {
         Self::poll(&task)
     }
+}
+
+/// Each attempt's outcome, `;`-separated.
+fn fs_probe(alloc_dir: &str) -> String {
+    use host::fs;
+    fn outcome<T>(r: Result<T, fs::FsError>, ok: impl FnOnce(T) -> String) -> String {
+        match r {
+            Ok(v) => ok(v),
+            Err(fs::FsError::NotGranted(_)) => "not-granted".into(),
+            Err(fs::FsError::NotFound(_)) => "not-found".into(),
+            Err(fs::FsError::Failed(m)) => format!("failed({m})"),
+        }
+    }
+    let dir = format!("{alloc_dir}/probe");
+    let file = format!("{dir}/x.txt");
+    [
+        outcome(fs::create_dir(&dir), |()| "mkdir".into()),
+        outcome(fs::write_file(&file, b"hello", 0o644), |()| "write".into()),
+        outcome(fs::read_file(&file), |b| String::from_utf8_lossy(&b).into_owned()),
+        outcome(fs::list_dir(&dir), |l| {
+            l.iter().map(|e| e.name.clone()).collect::<Vec<_>>().join(",")
+        }),
+        outcome(fs::read_file("/etc/hostname"), |_| "read-outside".into()),
+        outcome(fs::read_file(&format!("{alloc_dir}/../../../../etc/passwd")), |_| {
+            "escaped".into()
+        }),
+    ]
+    .join(";")
 }
 
 fn now_ns() -> u64 {

@@ -8,6 +8,7 @@
 pub mod cgroups;
 pub mod clock;
 pub mod exec;
+pub mod fs;
 pub mod http;
 pub mod httpsig;
 pub mod log;
@@ -66,6 +67,9 @@ pub struct TaskContext {
     pub id: String,
     pub name: String,
     pub alloc_id: String,
+    /// The task's allocation directory (Nomad's `alloc_dir`): the guest
+    /// may use files under it during calls about the task.
+    pub alloc_dir: String,
     /// Nomad's stdout FIFO for the task (may be empty outside Nomad).
     pub stdout_path: String,
     pub stderr_path: String,
