@@ -604,6 +604,36 @@ secret "docker" {
     }
 
     #[test]
+    fn grants_file_grants_directories() {
+        let g = file(
+            r#"
+            dir "/var/lib/machines" {}
+            dir "/var/lib/nomad-nspawn/" { write = true }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            g.dirs(),
+            [
+                DirGrant {
+                    path: PathBuf::from("/var/lib/machines"),
+                    write: false
+                },
+                DirGrant {
+                    path: PathBuf::from("/var/lib/nomad-nspawn"),
+                    write: true
+                },
+            ]
+        );
+        let e = file(r#"dir "images" {}"#).unwrap_err();
+        assert!(e.contains("absolute"), "{e}");
+        let e = file(r#"dir "/a/../etc" {}"#).unwrap_err();
+        assert!(e.contains(".."), "{e}");
+        let e = file(r#"dir "/a" { writable = true }"#).unwrap_err();
+        assert!(e.contains("writable"), "{e}");
+    }
+
+    #[test]
     fn grants_file_sits_beside_the_guest() {
         assert_eq!(
             file_for(Path::new("/p/hello.wasm")),
