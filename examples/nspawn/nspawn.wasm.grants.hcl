@@ -4,6 +4,11 @@
 # The containers themselves, and `systemd-nspawn --version`.
 exec "/usr/bin/systemd-nspawn" {}
 
+# Is the job's image a directory (-D), a disk image (-i), or missing?
+exec "/usr/bin/test" {
+  args_prefix = [["-d"], ["-e"]]
+}
+
 # Fingerprint: is the host root?
 exec "/usr/bin/id" {
   args_prefix = [["-u"]]

@@ -593,6 +593,7 @@ network_bridge = "b"`, "network_zone", "network_bridge"},
 boot = false
 console = "tty"`, "console", "tty"},
 		{`image = "../etc"`, "image", ".."},
+		{`image = "no-such-image"`, "image", "does not exist"},
 	}
 	for _, c := range cases {
 		tk := newTask(t, "bad")

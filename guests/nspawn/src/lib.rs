@@ -9,6 +9,7 @@
 //! | What | Program (grant it) |
 //! |---|---|
 //! | the container | `systemd-nspawn` |
+//! | is the image a directory, a file, missing | `test -d PATH`, `test -e PATH` |
 //! | fingerprint: is the host root | `id -u` |
 //! | find the container's PID 1 (no machined) | `pgrep`, `ps -o pidns=` |
 //! | signals to the container's command or init | `kill -s NAME PID` (procps) |
@@ -30,7 +31,7 @@ use nomad_driver_sdk::{
 use process::{Command, Limits, Output, SpawnSpec};
 
 use config::{Machined, PluginConfig, TaskConf};
-use plan::{Leader, Mode, State, StopAction};
+use plan::{ImageKind, Leader, Mode, State, StopAction};
 
 /// The driver name jobs use: `driver = "nspawn"`.
 pub const NAME: &str = "nspawn";
@@ -83,6 +84,21 @@ fn bool_attr(key: &str, v: bool) -> Attribute {
         key: key.into(),
         value: AttributeValue::Boolean(v),
         unit: String::new(),
+    }
+}
+
+/// What is at `path` on the host: `test -d`, then `test -e`. Unknown when
+/// `test` is not granted or fails otherwise.
+fn image_kind(path: &str) -> ImageKind {
+    let test = |flag: &str| probe("test", &[flag, path]).map(|o| o.status.code);
+    match test("-d") {
+        Ok(0) => ImageKind::Directory,
+        Ok(1) => match test("-e") {
+            Ok(0) => ImageKind::File,
+            Ok(1) => ImageKind::Missing,
+            _ => ImageKind::Unknown,
+        },
+        _ => ImageKind::Unknown,
     }
 }
 
@@ -356,7 +372,7 @@ impl Driver for Nspawn {
         let plugin = PluginConfig::load(&config)?;
         let conf = TaskConf::decode(&task.driver_config)?;
         let mode = mode_for(&plugin);
-        let mut plan = plan::plan(&conf, &plugin, &task, mode)?;
+        let mut plan = plan::plan_with(&conf, &plugin, &task, mode, &image_kind)?;
         let program = process::lookup_path("systemd-nspawn").ok_or_else(|| {
             DriverError::Fatal("systemd-nspawn was not found on the host's PATH".into())
         })?;

@@ -115,10 +115,26 @@ pub fn machine_name(task: &str, alloc_id: &str) -> String {
     name.chars().take(64).collect::<String>()
 }
 
+/// What the host says is at an image path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    Directory,
+    /// A disk image file or block device.
+    File,
+    Missing,
+    /// The host could not tell (no probe granted).
+    Unknown,
+}
+
 /// Resolves `image` against the agent's `image_root` and decides between
-/// `-D` (a directory tree) and `-i` (a disk image file or block device:
-/// paths under `/dev/` or ending in `.raw` or `.img`).
-pub fn image_arg(image: &str, plugin: &PluginConfig) -> Result<(String, String), DriverError> {
+/// `-D` (a directory tree) and `-i` (a disk image file or block device) by
+/// what `kind` says is there; when it cannot tell, by the name (paths under
+/// `/dev/` or ending in `.raw` or `.img` are images).
+pub fn image_arg(
+    image: &str,
+    plugin: &PluginConfig,
+    kind: &dyn Fn(&str) -> ImageKind,
+) -> Result<(String, String), DriverError> {
     let path = if image.starts_with('/') {
         image.to_owned()
     } else {
@@ -143,7 +159,18 @@ pub fn image_arg(image: &str, plugin: &PluginConfig) -> Result<(String, String),
     } else {
         path
     };
-    let file = path.starts_with("/dev/") || path.ends_with(".raw") || path.ends_with(".img");
+    let file = match kind(&path) {
+        ImageKind::Directory => false,
+        ImageKind::File => true,
+        ImageKind::Missing => {
+            return Err(invalid(format!(
+                "field \"image\": {path} does not exist on this client"
+            )));
+        }
+        ImageKind::Unknown => {
+            path.starts_with("/dev/") || path.ends_with(".raw") || path.ends_with(".img")
+        }
+    };
     Ok((if file { "-i" } else { "-D" }.to_owned(), path))
 }
 
@@ -156,12 +183,24 @@ fn read_by_nspawn(name: &str) -> bool {
         || name == "container"
 }
 
-/// Builds the plan. `mode` comes from the machined probe.
+/// Builds the plan without looking at the image on the host (its kind
+/// is told by its name). `mode` comes from the machined probe.
 pub fn plan(
     conf: &TaskConf,
     plugin: &PluginConfig,
     task: &TaskConfig,
     mode: Mode,
+) -> Result<Plan, DriverError> {
+    plan_with(conf, plugin, task, mode, &|_| ImageKind::Unknown)
+}
+
+/// Builds the plan; `image_kind` says what is at the image path.
+pub fn plan_with(
+    conf: &TaskConf,
+    plugin: &PluginConfig,
+    task: &TaskConfig,
+    mode: Mode,
+    image_kind: &dyn Fn(&str) -> ImageKind,
 ) -> Result<Plan, DriverError> {
     conf.validate()?;
     if !plugin.volumes && (!conf.bind.is_empty() || !conf.bind_read_only.is_empty()) {
@@ -172,7 +211,7 @@ pub fn plan(
     let boot = conf.boot();
     let as_pid2 = conf.process_two();
     let machine = machine_name(&task.name, &task.alloc_id);
-    let (image_flag, image) = image_arg(&conf.image, plugin)?;
+    let (image_flag, image) = image_arg(&conf.image, plugin, image_kind)?;
     if image == "/"
         && !conf.ephemeral()
         && !matches!(conf.volatile.as_deref(), Some("yes" | "state" | "true"))

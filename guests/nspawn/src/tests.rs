@@ -8,7 +8,7 @@ use nomad_driver_sdk::TaskConfig;
 use nomad_driver_sdk::bindings::nomad::driver::types::{Mount, PortMapping, Resources};
 
 use crate::config::{Machined, PluginConfig, TaskConf};
-use crate::plan::{self, Leader, Mode, State, StopAction};
+use crate::plan::{self, ImageKind, Leader, Mode, State, StopAction};
 
 const ALLOC: &str = "0f3c2a9e-1b2c-4d5e-8f90-a1b2c3d4e5f6";
 
@@ -821,4 +821,52 @@ fn plugin_config_decodes_and_checks() {
         PluginConfig::decode(&rel),
         Err(DriverError::InvalidConfig(m)) if m.contains("image_root")
     ));
+}
+
+#[test]
+fn the_image_kind_on_the_host_decides_the_flag() {
+    let with = |kind: ImageKind| {
+        plan::plan_with(&conf(), &plugin(), &task(), Mode::Standalone, &|p| {
+            assert_eq!(p, "/img");
+            kind
+        })
+    };
+    assert_eq!(
+        with(ImageKind::Directory)
+            .map(|p| p.args[0].clone())
+            .ok()
+            .as_deref(),
+        Some("-D")
+    );
+    assert_eq!(
+        with(ImageKind::File)
+            .map(|p| p.args[0].clone())
+            .ok()
+            .as_deref(),
+        Some("-i")
+    );
+    match with(ImageKind::Missing) {
+        Err(DriverError::InvalidConfig(m)) => {
+            assert!(
+                m.contains("\"image\"") && m.contains("/img") && m.contains("does not exist"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // A file named like a directory is still a file when the host says so.
+    let c = TaskConf {
+        image: "/var/lib/machines/debian".into(),
+        ..conf()
+    };
+    let p = plan::plan_with(&c, &plugin(), &task(), Mode::Standalone, &|_| {
+        ImageKind::File
+    });
+    assert_eq!(
+        p.map(|p| p.args[..2].to_vec()).ok(),
+        Some(vec![
+            "-i".to_string(),
+            "/var/lib/machines/debian".to_string()
+        ])
+    );
 }

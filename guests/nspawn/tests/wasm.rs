@@ -428,3 +428,25 @@ fn stats_sum_the_memory_of_the_containers_processes() {
     assert_eq!(usage.memory_rss_bytes, Some(3500 * 1024));
     assert_eq!(usage.cpu_percent, None);
 }
+
+#[test]
+fn a_missing_image_is_refused_naming_the_field() {
+    let mut h = harness();
+    h.program("test", "/usr/bin/test");
+    h.reply("/usr/bin/test", &["-d"], Reply::exit(1));
+    h.reply("/usr/bin/test", &["-e"], Reply::exit(1));
+    match h.start_task(&Task::new("web").config(CONTAINER)) {
+        Err(Error::Driver(DriverError::InvalidConfig(m))) => {
+            assert!(
+                m.contains("image") && m.contains("/var/lib/machines/busybox"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // A disk image file: -i.
+    h.reply("/usr/bin/test", &["-e"], Reply::exit(0));
+    h.clear_calls();
+    h.start_task(&Task::new("web").config(CONTAINER)).unwrap();
+    assert_eq!(spawned_argv(&h)[1..3], ["-i", "/var/lib/machines/busybox"]);
+}
