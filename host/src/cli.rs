@@ -210,6 +210,8 @@ pub const COMMANDS: &[Command] = &[
         args: &["<guest.wasm>", "<file>"],
         flags: &[
             "--allow-exec",
+            "--allow-http",
+            "--secret",
             "--cache-dir",
             "--call-timeout",
             "--max-memory",

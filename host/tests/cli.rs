@@ -127,6 +127,18 @@ fn a_missing_guest_is_a_clear_error() {
         text(&out.stderr),
         "Error: guest /nonexistent/guest.wasm not found\n"
     );
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = write(dir.path(), "notes.wasm", "# not wasm\n");
+    let out = run(&["schema", not_wasm.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "Error: guest {} is not a WebAssembly component (nor a precompiled one): it does \
+             not start with the \\0asm header\n",
+            not_wasm.display()
+        )
+    );
 }
 
 const HELLO_TASK_SCHEMA: &str = r#"

@@ -117,6 +117,7 @@ pub(super) fn load(path: &Path, o: &Options, state_dir: PathBuf) -> Result<Loade
     if !path.exists() {
         return Err(CommandError(format!("guest {} not found", path.display())));
     }
+    check_header(path)?;
     let host = host_context(path, o, state_dir)?;
     let engine = runtime::engine().map_err(|e| e.to_string())?;
     let start = Instant::now();
@@ -128,6 +129,34 @@ pub(super) fn load(path: &Path, o: &Options, state_dir: PathBuf) -> Result<Loade
         driver: Arc::new(driver),
         took,
     })
+}
+
+/// A file that is neither a component nor a precompiled guest is refused
+/// in one line (wasmtime's parse error dumps the bytes it found).
+fn check_header(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
+    match read {
+        Ok(()) if &head == b"\0asm" || &head == b"\x7fELF" => Ok(()),
+        Ok(()) | Err(_) if path.is_dir() => Err(CommandError(format!(
+            "guest {} is a directory, not a .wasm file",
+            path.display()
+        ))),
+        Ok(()) => Err(CommandError(format!(
+            "guest {} is not a WebAssembly component (nor a precompiled one): it does not \
+             start with the \\0asm header",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(CommandError(format!(
+            "guest {} is too short to be a WebAssembly file",
+            path.display()
+        ))),
+        Err(e) => Err(CommandError(format!(
+            "cannot read guest {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Commands that start nothing still need a state dir for the host
