@@ -769,3 +769,82 @@ tag   = "1.0"
 		t.Errorf("after the stop: %v, want destroy, last-run-stats, ls -q", after)
 	}
 }
+
+// TestPotLeastPrivilegeGrants: with examples/pot/pot.wasm.grants.hcl (pot
+// limited to the subcommands the driver uses, uname to -s) and no
+// --allow-exec, the whole lifecycle works; with `signal` removed from the
+// file, SignalTask is refused naming the grant.
+func TestPotLeastPrivilegeGrants(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(paths(t).Repo, "examples", "pot", "pot.wasm.grants.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	guestSrc := os.Getenv("POT_WASM")
+	if guestSrc == "" {
+		guestSrc = filepath.Join(paths(t).Repo, "target/wasm32-wasip2/guest/pot.wasm")
+	}
+	wasm, err := os.ReadFile(guestSrc)
+	if err != nil {
+		t.Fatalf("pot guest (POT_WASM): %v", err)
+	}
+	for _, withSignal := range []bool{true, false} {
+		s := potNewStandin(t, "pot", nil)
+		uname := filepath.Join(s.Dir, "uname")
+		if err := os.WriteFile(uname, []byte("#!/bin/sh\necho FreeBSD\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		grants := strings.ReplaceAll(string(src), `"/usr/local/bin/pot"`, `"`+s.Bin+`"`)
+		grants = strings.ReplaceAll(grants, `"/usr/bin/uname"`, `"`+uname+`"`)
+		if !withSignal {
+			grants = strings.ReplaceAll(grants, `["signal", "-s"],`, "")
+		}
+		gdir := t.TempDir()
+		guest := filepath.Join(gdir, "pot.wasm")
+		if err := os.WriteFile(guest, wasm, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(guest+".grants.hcl", []byte(grants), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c := potLaunch(t, potHostOpts{
+			GuestEnv: "POT_LEAST_PRIVILEGE_UNSET", GuestDefault: guest, PathPrefix: s.Dir,
+			AgentFile: "examples/pot/agent.hcl", AgentLabel: "nomad-driver-pot",
+		})
+		if fp := potFingerprint(t, c); fp.GetHealth() != drivers.FingerprintResponse_HEALTHY {
+			t.Fatalf("fingerprint with the grants file: %v (%q)", fp.GetHealth(), fp.GetHealthDescription())
+		}
+		tk := potNewTask(t, c, `
+image = "https://example.org/pots"
+pot   = "web"
+tag   = "1.0"
+copy  = ["/etc/hosts:/etc/hosts"]
+mount = ["/srv:/srv"]
+attributes = ["devfs_ruleset:3"]
+extra_hosts = ["db:10.0.0.2"]
+port_map = { http = "80" }
+`)
+		c.startTask(t, tk)
+		_, err := c.Driver.SignalTask(rpcCtx(t, 10*time.Second), &drivers.SignalTaskRequest{TaskId: tk.ID, Signal: "SIGHUP"})
+		if withSignal && err != nil {
+			t.Errorf("SignalTask with signal granted: %v", err)
+		}
+		if !withSignal {
+			requireOrdinaryError(t, err, "SignalTask without the signal grant", "not granted")
+		}
+		ex, err := c.Driver.ExecTask(rpcCtx(t, 20*time.Second), &drivers.ExecTaskRequest{TaskId: tk.ID, Command: []string{"true"}, Timeout: dur(10 * time.Second)})
+		if err != nil || ex.GetResult().GetExitCode() != 0 {
+			t.Errorf("ExecTask: %v %v", ex, err)
+		}
+		w := c.waitAsync(tk.ID)
+		if _, err := c.Driver.StopTask(rpcCtx(t, 15*time.Second), &drivers.StopTaskRequest{TaskId: tk.ID, Timeout: dur(5 * time.Second)}); err != nil {
+			t.Fatalf("StopTask: %v", err)
+		}
+		w.get(t, 10*time.Second, "after StopTask")
+		if _, err := c.Driver.DestroyTask(rpcCtx(t, 10*time.Second), &drivers.DestroyTaskRequest{TaskId: tk.ID}); err != nil {
+			t.Fatalf("DestroyTask: %v", err)
+		}
+		if n := potCount(s.calls(t), 0, "signal"); (n == 1) != withSignal {
+			t.Errorf("signal granted=%v but pot signal ran %d times", withSignal, n)
+		}
+	}
+}
