@@ -24,8 +24,10 @@
 //! - Fake: every host import. `process` runs nothing: `lookup-path` answers
 //!   from [`Harness::program`], `run` from [`Harness::reply`], `spawn`
 //!   hands out ids `p1`, `p2`, ... whose exit you set with
-//!   [`Harness::set_exit`]; `log` and `task-event` are recorded; `clock`
-//!   is deterministic (see [`Harness::set_time`]). The guest gets no WASI
+//!   [`Harness::set_exit`]; `http` answers from [`Harness::http_reply`];
+//!   `fs` is an in-memory file system ([`Harness::file`],
+//!   [`Harness::read`]); `log` and `task-event` are recorded; `clock` is
+//!   deterministic (see [`Harness::set_time`]). The guest gets no WASI
 //!   filesystem, network or environment, as with the host; its stderr
 //!   (panic messages) is captured into trap errors.
 //!
@@ -39,20 +41,21 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nomad_wasm_host::hcldec::{self, Vars};
-use nomad_wasm_host::runtime::bindings::nomad::driver::{clock, http, log, process, types};
+use nomad_wasm_host::runtime::bindings::nomad::driver::{clock, fs, http, log, process, types};
 use nomad_wasm_host::runtime::bindings::{DriverGuest, DriverGuestPre};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub use fs::{Entry, EntryKind, FsError};
 pub use http::{HttpError, KeyInfo};
 pub use log::Level;
 pub use process::ProcessError;
 pub use types::{
-    DriverCapabilities, DriverError, ExitResult, ExitStatus, FingerprintReport, Health, Mount,
-    NetworkOverride, NomadConfig, PluginInfo, PortMapping, Spec, TaskConfig, TaskPoll, TaskRef,
-    TaskStarted, TaskUsage,
+    Attribute, AttributeValue, DriverCapabilities, DriverError, ExitResult, ExitStatus,
+    FingerprintReport, Health, Mount, NetworkOverride, NomadConfig, PluginInfo, PortMapping, Spec,
+    TaskConfig, TaskPoll, TaskRef, TaskStarted, TaskUsage,
 };
 
 /// Guest compute time allowed per call (the host's default).
@@ -372,6 +375,138 @@ pub enum Call {
     Http(HttpRequest),
     /// `http.describe-key(key)`.
     DescribeKey(String),
+    /// An `fs` operation.
+    Fs(FsOp),
+}
+
+/// A file operation the guest asked for (paths as the guest gave them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsOp {
+    ReadFile(String),
+    WriteFile {
+        path: String,
+        contents: Vec<u8>,
+        mode: u32,
+    },
+    ListDir(String),
+    CreateDir(String),
+    Remove(String),
+    Metadata(String),
+}
+
+/// A node of the fake file system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FsNode {
+    Dir,
+    File { data: Vec<u8>, mode: u32 },
+}
+
+/// The fake file system: normalised absolute paths; `/` always exists.
+/// The guest reaches only granted directories and, during a call about a
+/// task, that task's allocation directory, as with the host.
+#[derive(Debug, Default)]
+struct MemFs {
+    nodes: BTreeMap<String, FsNode>,
+    /// Granted directory -> writable.
+    grants: BTreeMap<String, bool>,
+    /// The allocation directory of the task the current call is about.
+    task_alloc: Option<String>,
+}
+
+/// `path` made absolute-normal (`.` and empty parts dropped, `..` applied
+/// without going above `/`), or an error for a relative path.
+fn normal_path(path: &str) -> Result<String, FsError> {
+    if !path.starts_with('/') {
+        return Err(FsError::Failed(format!("{path:?} is not an absolute path")));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for p in path.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+fn parent_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+fn under(path: &str, dir: &str) -> bool {
+    dir == "/" || path == dir || path.starts_with(&format!("{dir}/"))
+}
+
+impl MemFs {
+    fn check(&self, path: &str, write: bool) -> Result<String, FsError> {
+        let p = normal_path(path)?;
+        if self.task_alloc.as_deref().is_some_and(|a| under(&p, a)) {
+            return Ok(p);
+        }
+        match self
+            .grants
+            .iter()
+            .filter(|(d, _)| under(&p, d))
+            .max_by_key(|(d, _)| d.len())
+        {
+            Some((_, true)) => Ok(p),
+            Some((_, false)) if !write => Ok(p),
+            Some((d, false)) => Err(FsError::NotGranted(format!(
+                "{p} is in {d}, which is granted read-only (testkit: grant_dir({d:?}, true))"
+            ))),
+            None => Err(FsError::NotGranted(format!(
+                "{p} is outside the task's allocation directory and every granted directory \
+                 (testkit: Harness::grant_dir)"
+            ))),
+        }
+    }
+
+    fn is_dir(&self, p: &str) -> bool {
+        p == "/" || matches!(self.nodes.get(p), Some(FsNode::Dir))
+    }
+
+    fn mkdir_all(&mut self, p: &str) -> Result<(), FsError> {
+        if p == "/" {
+            return Ok(());
+        }
+        self.mkdir_all(parent_of(p))?;
+        match self.nodes.get(p) {
+            Some(FsNode::File { .. }) => Err(FsError::Failed(format!("{p} is a file"))),
+            Some(FsNode::Dir) => Ok(()),
+            None => {
+                self.nodes.insert(p.to_string(), FsNode::Dir);
+                Ok(())
+            }
+        }
+    }
+
+    fn entry(&self, p: &str) -> Option<Entry> {
+        let name = p.rsplit('/').next().unwrap_or_default().to_string();
+        match self.nodes.get(p) {
+            Some(FsNode::Dir) => Some(Entry {
+                name,
+                kind: EntryKind::Directory,
+                size: 0,
+            }),
+            Some(FsNode::File { data, .. }) => Some(Entry {
+                name,
+                kind: EntryKind::File,
+                size: data.len() as u64,
+            }),
+            None if p == "/" => Some(Entry {
+                name,
+                kind: EntryKind::Directory,
+                size: 0,
+            }),
+            None => None,
+        }
+    }
 }
 
 /// A process the guest spawned.
@@ -384,6 +519,7 @@ struct Proc {
 #[derive(Debug, Default)]
 struct Fake {
     programs: BTreeMap<String, String>,
+    fs: MemFs,
     http_replies: Vec<(String, String, HttpReply)>,
     http_denied: Vec<String>,
     keys: BTreeMap<String, KeyInfo>,
@@ -616,6 +752,86 @@ impl http::Host for State {
             .get(&key)
             .cloned()
             .ok_or_else(|| HttpError::NotGranted(format!("no secret grant named {key:?}")))
+    }
+}
+
+impl fs::Host for State {
+    fn read_file(&mut self, path: String) -> Result<Vec<u8>, FsError> {
+        self.fake.calls.push(Call::Fs(FsOp::ReadFile(path.clone())));
+        let p = self.fake.fs.check(&path, false)?;
+        match self.fake.fs.nodes.get(&p) {
+            Some(FsNode::File { data, .. }) => Ok(data.clone()),
+            Some(FsNode::Dir) => Err(FsError::Failed(format!("{p} is a directory"))),
+            None if p == "/" => Err(FsError::Failed("/ is a directory".into())),
+            None => Err(FsError::NotFound(format!("{p} does not exist"))),
+        }
+    }
+
+    fn write_file(&mut self, path: String, contents: Vec<u8>, mode: u32) -> Result<(), FsError> {
+        self.fake.calls.push(Call::Fs(FsOp::WriteFile {
+            path: path.clone(),
+            contents: contents.clone(),
+            mode,
+        }));
+        let p = self.fake.fs.check(&path, true)?;
+        if !self.fake.fs.is_dir(parent_of(&p)) {
+            return Err(FsError::NotFound(format!(
+                "the directory of {p} does not exist"
+            )));
+        }
+        if self.fake.fs.is_dir(&p) {
+            return Err(FsError::Failed(format!("{p} is a directory")));
+        }
+        self.fake.fs.nodes.insert(
+            p,
+            FsNode::File {
+                data: contents,
+                mode,
+            },
+        );
+        Ok(())
+    }
+
+    fn list_dir(&mut self, path: String) -> Result<Vec<Entry>, FsError> {
+        self.fake.calls.push(Call::Fs(FsOp::ListDir(path.clone())));
+        let p = self.fake.fs.check(&path, false)?;
+        if !self.fake.fs.is_dir(&p) {
+            return Err(match self.fake.fs.nodes.get(&p) {
+                Some(_) => FsError::Failed(format!("{p} is not a directory")),
+                None => FsError::NotFound(format!("{p} does not exist")),
+            });
+        }
+        let fs = &self.fake.fs;
+        Ok(fs
+            .nodes
+            .keys()
+            .filter(|k| k.as_str() != p && parent_of(k) == p)
+            .filter_map(|k| fs.entry(k))
+            .collect())
+    }
+
+    fn create_dir(&mut self, path: String) -> Result<(), FsError> {
+        self.fake
+            .calls
+            .push(Call::Fs(FsOp::CreateDir(path.clone())));
+        let p = self.fake.fs.check(&path, true)?;
+        self.fake.fs.mkdir_all(&p)
+    }
+
+    fn remove(&mut self, path: String) -> Result<(), FsError> {
+        self.fake.calls.push(Call::Fs(FsOp::Remove(path.clone())));
+        let p = self.fake.fs.check(&path, true)?;
+        if p == "/" {
+            return Err(FsError::NotGranted("removing / is not granted".into()));
+        }
+        self.fake.fs.nodes.retain(|k, _| !under(k, &p));
+        Ok(())
+    }
+
+    fn metadata(&mut self, path: String) -> Result<Option<Entry>, FsError> {
+        self.fake.calls.push(Call::Fs(FsOp::Metadata(path.clone())));
+        let p = self.fake.fs.check(&path, false)?;
+        Ok(self.fake.fs.entry(&p))
     }
 }
 
@@ -1107,6 +1323,60 @@ impl Harness {
         self.fake.spawn_failures.insert(program.into(), error);
     }
 
+    /// Puts a file into the fake file system (creating its directories),
+    /// regardless of grants (this is the test's setup, not the guest).
+    pub fn file(&mut self, path: &str, contents: impl AsRef<[u8]>) {
+        if let Ok(p) = normal_path(path) {
+            let _ = self.fake.fs.mkdir_all(parent_of(&p));
+            self.fake.fs.nodes.insert(
+                p,
+                FsNode::File {
+                    data: contents.as_ref().to_vec(),
+                    mode: 0o644,
+                },
+            );
+        }
+    }
+
+    /// Creates a directory (and its parents) in the fake file system.
+    pub fn dir(&mut self, path: &str) {
+        if let Ok(p) = normal_path(path) {
+            let _ = self.fake.fs.mkdir_all(&p);
+        }
+    }
+
+    /// The contents of a file in the fake file system (what the guest
+    /// wrote, or what was put there).
+    pub fn read(&self, path: &str) -> Option<Vec<u8>> {
+        match self.fake.fs.nodes.get(&normal_path(path).ok()?) {
+            Some(FsNode::File { data, .. }) => Some(data.clone()),
+            _ => None,
+        }
+    }
+
+    /// The permission bits a file was written with.
+    pub fn mode(&self, path: &str) -> Option<u32> {
+        match self.fake.fs.nodes.get(&normal_path(path).ok()?) {
+            Some(FsNode::File { mode, .. }) => Some(*mode),
+            _ => None,
+        }
+    }
+
+    /// Whether a file or directory exists in the fake file system.
+    pub fn exists(&self, path: &str) -> bool {
+        normal_path(path).is_ok_and(|p| p == "/" || self.fake.fs.nodes.contains_key(&p))
+    }
+
+    /// Grants the guest a directory of the fake file system, as a `dir`
+    /// grant does for the host (`writable`: also writes). Without grants
+    /// the guest reaches only the allocation directory of the task a call
+    /// is about.
+    pub fn grant_dir(&mut self, dir: &str, writable: bool) {
+        if let Ok(p) = normal_path(dir) {
+            self.fake.fs.grants.insert(p, writable);
+        }
+    }
+
     /// Scripts `http.send`: requests whose method is `method` (empty: any)
     /// and whose URL starts with `url_prefix` get `reply` (the longest
     /// matching prefix wins; later scripts win ties). An unscripted request
@@ -1283,18 +1553,39 @@ impl Harness {
         self.call("fingerprint", |g, s| g.call_fingerprint(s, &config))
     }
 
-    /// Decodes the task's config and calls `start-task`.
+    /// Decodes the task's config and calls `start-task`. As Nomad does
+    /// before it starts a task, the fake file system gets the allocation
+    /// directory (`alloc/`, `alloc/logs/`) and the task directory
+    /// (`local/`, `secrets/`, `tmp/`).
     pub fn start_task(&mut self, task: &Task) -> Result<Started, Error> {
         let driver_config = self.decode_task_config(task)?;
+        self.make_task_dirs(task);
         let config = self.config()?;
         let spec = task.task_config(driver_config);
         let started = self
-            .call("start-task", |g, s| g.call_start_task(s, &config, &spec))?
+            .task_call(task, "start-task", |g, s| {
+                g.call_start_task(s, &config, &spec)
+            })?
             .map_err(Error::Driver)?;
         Ok(Started {
             task: task.clone(),
             started,
         })
+    }
+
+    fn make_task_dirs(&mut self, task: &Task) {
+        let alloc = task.alloc_dir();
+        let dir = task.task_dir();
+        for d in [
+            format!("{alloc}/alloc/logs"),
+            format!("{alloc}/alloc/data"),
+            format!("{alloc}/alloc/tmp"),
+            format!("{dir}/local"),
+            format!("{dir}/secrets"),
+            format!("{dir}/tmp"),
+        ] {
+            self.dir(&d);
+        }
     }
 
     /// `start-task` with raw driver-config bytes (to test bytes Nomad
@@ -1304,10 +1595,13 @@ impl Harness {
         task: &Task,
         driver_config: Vec<u8>,
     ) -> Result<Started, Error> {
+        self.make_task_dirs(task);
         let config = self.config()?;
         let spec = task.task_config(driver_config);
         let started = self
-            .call("start-task", |g, s| g.call_start_task(s, &config, &spec))?
+            .task_call(task, "start-task", |g, s| {
+                g.call_start_task(s, &config, &spec)
+            })?
             .map_err(Error::Driver)?;
         Ok(Started {
             task: task.clone(),
@@ -1323,7 +1617,7 @@ impl Harness {
     ) -> Result<ExitResult, Error> {
         let config = self.config()?;
         let tref = started.task_ref();
-        self.call("task-exited", |g, s| {
+        self.task_call(&started.task, "task-exited", |g, s| {
             g.call_task_exited(s, &config, &tref, status)
         })
     }
@@ -1331,7 +1625,7 @@ impl Harness {
     pub fn stop_task(&mut self, started: &Started, signal: &str) -> Result<(), Error> {
         let config = self.config()?;
         let tref = started.task_ref();
-        self.call("stop-task", |g, s| {
+        self.task_call(&started.task, "stop-task", |g, s| {
             g.call_stop_task(s, &config, &tref, signal)
         })?
         .map_err(Error::Driver)
@@ -1340,7 +1634,7 @@ impl Harness {
     pub fn signal_task(&mut self, started: &Started, signal: &str) -> Result<(), Error> {
         let config = self.config()?;
         let tref = started.task_ref();
-        self.call("signal-task", |g, s| {
+        self.task_call(&started.task, "signal-task", |g, s| {
             g.call_signal_task(s, &config, &tref, signal)
         })?
         .map_err(Error::Driver)
@@ -1351,7 +1645,7 @@ impl Harness {
         let config = self.config()?;
         let tref = started.task_ref();
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        self.call("exec-command", |g, s| {
+        self.task_call(&started.task, "exec-command", |g, s| {
             g.call_exec_command(s, &config, &tref, &argv)
         })?
         .map(Command::from)
@@ -1363,24 +1657,45 @@ impl Harness {
     pub fn poll_task(&mut self, started: &Started) -> Result<TaskPoll, Error> {
         let config = self.config()?;
         let tref = started.task_ref();
-        self.call("poll-task", |g, s| g.call_poll_task(s, &config, &tref))?
-            .map_err(Error::Driver)
+        self.task_call(&started.task, "poll-task", |g, s| {
+            g.call_poll_task(s, &config, &tref)
+        })?
+        .map_err(Error::Driver)
     }
 
     pub fn task_stats(&mut self, started: &Started) -> Result<Option<TaskUsage>, Error> {
         let config = self.config()?;
         let tref = started.task_ref();
-        self.call("task-stats", |g, s| g.call_task_stats(s, &config, &tref))?
-            .map_err(Error::Driver)
+        self.task_call(&started.task, "task-stats", |g, s| {
+            g.call_task_stats(s, &config, &tref)
+        })?
+        .map_err(Error::Driver)
     }
 
     pub fn destroy_task(&mut self, started: &Started) -> Result<(), Error> {
         let config = self.config()?;
         let tref = started.task_ref();
-        self.call("destroy-task", |g, s| {
+        self.task_call(&started.task, "destroy-task", |g, s| {
             g.call_destroy_task(s, &config, &tref)
         })?
         .map_err(Error::Driver)
+    }
+
+    /// [`Harness::call`] for a call about `task`: the guest's file access
+    /// includes the task's allocation directory for its duration.
+    fn task_call<R>(
+        &mut self,
+        task: &Task,
+        name: &str,
+        f: impl FnOnce(
+            &nomad_wasm_host::runtime::bindings::exports::nomad::driver::driver::Guest,
+            &mut Store<State>,
+        ) -> wasmtime::Result<R>,
+    ) -> Result<R, Error> {
+        self.fake.fs.task_alloc = Some(task.alloc_dir());
+        let r = self.call(name, f);
+        self.fake.fs.task_alloc = None;
+        r
     }
 
     /// Calls one export on a fresh instance, like the host: the fakes move
@@ -1446,5 +1761,86 @@ fn describe(e: &wasmtime::Error, h: &Harness) -> String {
                 text
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use fs::Host as _;
+
+    fn state() -> State {
+        State {
+            fake: Fake::default(),
+            wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().build(),
+        }
+    }
+
+    #[test]
+    fn paths_normalise_without_escaping_the_root() {
+        assert_eq!(normal_path("/a/./b//c/").unwrap(), "/a/b/c");
+        assert_eq!(normal_path("/a/../../../etc").unwrap(), "/etc");
+        assert!(normal_path("rel/x").is_err());
+        assert!(under("/a/b", "/a") && under("/a", "/a") && !under("/ab", "/a"));
+        assert_eq!(parent_of("/a/b"), "/a");
+        assert_eq!(parent_of("/a"), "/");
+    }
+
+    #[test]
+    fn the_fake_fs_follows_grants_and_the_task_alloc_dir() {
+        let mut s = state();
+        let not_granted = |r: Result<(), FsError>| matches!(r, Err(FsError::NotGranted(_)));
+        // Nothing granted, no task: everything refused.
+        assert!(not_granted(s.create_dir("/alloc/x".into())));
+        // During a task call its alloc dir is reachable, `..` cannot leave it.
+        s.fake.fs.task_alloc = Some("/alloc".into());
+        s.create_dir("/alloc/x/y".into()).unwrap();
+        s.write_file("/alloc/x/y/f".into(), b"hi".to_vec(), 0o600)
+            .unwrap();
+        assert_eq!(s.read_file("/alloc/x/y/../y/f".into()).unwrap(), b"hi");
+        assert!(matches!(
+            s.read_file("/alloc/../etc/passwd".into()),
+            Err(FsError::NotGranted(_))
+        ));
+        assert!(matches!(
+            s.write_file("/alloc/nodir/f".into(), vec![], 0o644),
+            Err(FsError::NotFound(_))
+        ));
+        let names: Vec<String> = s
+            .list_dir("/alloc/x".into())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["y"]);
+        let meta = s.metadata("/alloc/x/y/f".into()).unwrap().unwrap();
+        assert_eq!((meta.kind, meta.size), (EntryKind::File, 2));
+        assert!(s.metadata("/alloc/none".into()).unwrap().is_none());
+        s.remove("/alloc/x".into()).unwrap();
+        assert!(s.fake.fs.nodes.keys().all(|k| !k.starts_with("/alloc/x")));
+        // Read-only and writable grants.
+        s.fake.fs.task_alloc = None;
+        s.fake.fs.grants.insert("/etc".into(), false);
+        s.fake.fs.grants.insert("/etc/app".into(), true);
+        s.fake.fs.mkdir_all("/etc/app").unwrap();
+        assert!(not_granted(s.write_file("/etc/f".into(), vec![], 0o644)));
+        s.write_file("/etc/app/f".into(), b"x".to_vec(), 0o644)
+            .unwrap();
+        assert!(matches!(
+            s.read_file("/etc/none".into()),
+            Err(FsError::NotFound(_))
+        ));
+        // Every operation was recorded.
+        assert_eq!(
+            s.fake
+                .calls
+                .iter()
+                .filter(|c| matches!(c, Call::Fs(_)))
+                .count(),
+            13
+        );
     }
 }

@@ -298,3 +298,30 @@ fn poll_task_follows_the_fake_clock() {
     };
     assert_eq!(result.exit_code, 7);
 }
+
+#[test]
+fn file_access_is_limited_to_the_tasks_alloc_dir_and_grants() {
+    let mut h = Harness::load("misbehave").unwrap();
+    h.file("/etc/hostname", "box\n");
+    let task = Task::new("t").config(r#"mode = "fs-probe""#);
+    let started = h.start_task(&task).unwrap();
+    // mkdir, write, read back, list, read outside, escape with `..`.
+    assert_eq!(
+        String::from_utf8_lossy(started.driver_state()),
+        "mkdir;write;hello;x.txt;not-granted;not-granted"
+    );
+    let file = format!("{}/probe/x.txt", task.alloc_dir());
+    assert_eq!(h.read(&file).unwrap(), b"hello");
+    assert_eq!(h.mode(&file), Some(0o644));
+
+    // A read-only grant lets the guest read outside the alloc dir; the `..`
+    // path resolves to /etc/passwd, inside the grant, which does not exist.
+    let mut h = Harness::load("misbehave").unwrap();
+    h.file("/etc/hostname", "box\n");
+    h.grant_dir("/etc", false);
+    let started = h.start_task(&task).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(started.driver_state()),
+        "mkdir;write;hello;x.txt;read-outside;not-found"
+    );
+}
