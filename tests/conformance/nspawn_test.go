@@ -622,7 +622,7 @@ func nspawnPayload(t *testing.T, machine string) int {
 		}
 		return pid
 	}
-	main := first("--oldest", "--full", "--", "(^| )--machine="+machine+"( |$)")
+	main := first("--oldest", "--full", "--", "^[^ ]*systemd-nspawn .*--machine="+machine+"( |$)")
 	leader := first("--oldest", "--parent", fmt.Sprint(main))
 	return first("--oldest", "--parent", fmt.Sprint(leader))
 }
@@ -810,5 +810,54 @@ command     = ["/bin/sh", "-c", "ip -o link | grep -o 'grpdummy0' | head -1 ; ip
 	requireResult(t, w, 1, 0)
 	if got, want := tk.Stdout.WaitContent("grpdummy0\n0\n", 3*time.Second), "grpdummy0\n0\n"; got != want {
 		t.Errorf("stdout %q, want %q: the group's interface and no veth of nspawn's own (stderr %q)", got, want, tk.Stderr.Content())
+	}
+}
+
+// A booted container stops the way systemd does it: SIGTERM to nspawn,
+// which sends SIGRTMIN+3 to the container's init (here a busybox script
+// standing in for systemd, handling signal 37 = SIGRTMIN+3 as poweroff),
+// whatever kill signal the job names.
+func TestNspawnBootedContainerPowersOff(t *testing.T) {
+	h := nspawnLaunch(t, nspawnPluginDir(t), t.TempDir())
+	root := nspawnImages(t)
+	img := filepath.Join(root, "busybox-boot")
+	_ = os.RemoveAll(img)
+	if out, err := exec.Command("cp", "-a", filepath.Join(root, "busybox"), img).CombinedOutput(); err != nil {
+		t.Fatalf("copying the image: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(img) })
+	init := "#!/bin/sh\ntrap 'echo powering off; exit 0' 37\necho booted \"$@\"\nwhile :; do sleep 0.1; done\n"
+	if err := os.WriteFile(filepath.Join(img, "sbin", "init"), []byte(init), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tk, _ := nspawnStart(t, h, "booted", `
+image     = "busybox-boot"
+ephemeral = true
+command   = ["arg1"]
+`)
+	if got := tk.Stdout.WaitContent("booted arg1", 15*time.Second); !strings.Contains(got, "booted arg1") {
+		t.Fatalf("init did not start with the command as its arguments: stdout %q, stderr %q", got, tk.Stderr.Content())
+	}
+	// Exec enters the booted container: its PID 1 is the init.
+	ex, err := h.Driver.ExecTask(rpcCtx(t, 20*time.Second), &drivers.ExecTaskRequest{
+		TaskId: tk.ID, Command: []string{"/bin/sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"}, Timeout: dur(10 * time.Second),
+	})
+	if err != nil {
+		t.Fatalf("ExecTask: %v", err)
+	}
+	if got := string(ex.GetStdout()); !strings.Contains(got, "/sbin/init arg1") {
+		t.Errorf("exec: the container's PID 1 is %q, want the init with its argument", got)
+	}
+	w := h.waitAsync(tk.ID)
+	start := time.Now()
+	if _, err := h.Driver.StopTask(rpcCtx(t, 20*time.Second), &drivers.StopTaskRequest{TaskId: tk.ID, Timeout: dur(10 * time.Second), Signal: "SIGINT"}); err != nil {
+		t.Fatalf("StopTask: %v", err)
+	}
+	requireResult(t, w.get(t, 10*time.Second, "after poweroff"), 0, 0)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("poweroff took %v (escalation instead of SIGRTMIN+3?)", took)
+	}
+	if got := tk.Stdout.Content(); !strings.Contains(got, "powering off") {
+		t.Errorf("stdout %q: init never got SIGRTMIN+3", got)
 	}
 }

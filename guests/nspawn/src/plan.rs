@@ -527,9 +527,11 @@ pub fn sum_rss_in_pidns(out: &str, pidns: &str) -> u64 {
 }
 
 /// The regular expression `pgrep -f` uses to find the nspawn process of
-/// `machine` (the name has only [a-z0-9-], nothing to escape).
+/// `machine`: a command line that starts with systemd-nspawn and has the
+/// machine's `--machine=` argument (the name has only [a-z0-9-], nothing
+/// to escape).
 pub fn machine_pattern(machine: &str) -> String {
-    format!("(^| )--machine={machine}( |$)")
+    format!("^[^ ]*systemd-nspawn .*--machine={machine}( |$)")
 }
 
 /// The host command that runs `command` inside the container.

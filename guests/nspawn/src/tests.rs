@@ -787,7 +787,10 @@ fn probes_parse() {
     assert_eq!(plan::parse_version("bash: systemd-nspawn: not found"), None);
     assert_eq!(plan::parse_pid("  4242\n4300\n"), Some(4242));
     assert_eq!(plan::parse_pid(""), None);
-    assert_eq!(plan::machine_pattern("web-1"), "(^| )--machine=web-1( |$)");
+    assert_eq!(
+        plan::machine_pattern("web-1"),
+        "^[^ ]*systemd-nspawn .*--machine=web-1( |$)"
+    );
 }
 
 #[test]
