@@ -16,6 +16,8 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed"
 # The http capability's cross-checks (host/tests/http_cap.rs): openssl, ssh-keygen.
 command -v openssl >/dev/null 2>&1 || need_apt=1
 command -v ssh-keygen >/dev/null 2>&1 || need_apt=1
+command -v node >/dev/null 2>&1 || need_apt=1
+command -v npm >/dev/null 2>&1 || need_apt=1
 
 if [ "$need_apt" = 1 ]; then
     sudo=""
@@ -27,7 +29,15 @@ if [ "$need_apt" = 1 ]; then
         golang-github-zclconf-go-cty-dev golang-github-hashicorp-hcl-v2-dev \
         golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev \
         protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-github-hashicorp-go-hclog-dev \
-        bash ca-certificates systemd-container busybox-static openssl openssh-client >/dev/null
+        bash ca-certificates systemd-container busybox-static openssl openssh-client nodejs npm >/dev/null
+fi
+
+# node's http-signature (CloudAPI's own verifier), for host/tests/http_cap.rs.
+node_sig="$(cd "$(dirname "$0")/.." && pwd)/target/node-http-signature"
+if [ ! -d "$node_sig/node_modules/http-signature" ]; then
+    echo "setup: installing http-signature@1.4.0 from npm into $node_sig"
+    mkdir -p "$node_sig"
+    npm install --silent --no-audit --no-fund --prefix "$node_sig" http-signature@1.4.0
 fi
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then

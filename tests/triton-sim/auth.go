@@ -439,6 +439,11 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Principal, *SignaturePar
 		return nil, p, invalidHeader("clock skew of %d s was greater than %d s",
 			int64(skew/time.Second), int64(a.ClockSkew/time.Second))
 	}
+	// node's http-signature (CloudAPI's parser) knows the hashes sha1,
+	// sha256 and sha512 only: anything else fails while parsing the header.
+	if strings.HasSuffix(p.Algorithm, "-sha384") {
+		return nil, p, invalidHeader("%s is not supported", p.Algorithm)
+	}
 	if _, ok := signAlgorithms[p.Algorithm]; !ok {
 		return nil, p, invalidCreds("%s is not a supported signing algorithm", p.Algorithm)
 	}

@@ -95,7 +95,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subKey, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	subKey, err := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func newFixture(t *testing.T) *fixture {
 		rsa:   signer{"/" + testAccount + "/keys/" + rsaPK.Fingerprint, "rsa-sha256", rsaKey},
 		ec:    signer{"/" + testAccount + "/keys/" + ecPK.Fingerprint, "ecdsa-sha256", ecKey},
 		ed:    signer{"/" + testAccount + "/keys/" + edPK.Fingerprint, "ed25519-sha512", edKey},
-		sub:   signer{"/" + testAccount + "/users/bob/keys/" + subPK.Fingerprint, "ecdsa-sha384", subKey},
+		sub:   signer{"/" + testAccount + "/users/bob/keys/" + subPK.Fingerprint, "ecdsa-sha512", subKey},
 		rogue: signer{"/" + testAccount + "/keys/" + rsaPK.Fingerprint, "rsa-sha256", rogueKey},
 	}
 }
@@ -177,11 +177,14 @@ func (f *fixture) do(s *signer, method, path string, body interface{}, edit ...f
 
 func TestSignatureAlgorithmsAccepted(t *testing.T) {
 	f := newFixture(t)
-	for _, s := range []signer{f.rsa, f.ec, f.ed, f.sub} {
+	for _, s := range []signer{f.rsa, f.ec, f.ed} {
 		r := f.do(&s, "GET", "/my/packages", nil)
 		if r.status != 200 {
 			t.Fatalf("%s (%s): status %d %s", s.keyID, s.alg, r.status, r.body)
 		}
+	}
+	if r := f.do(&f.sub, "GET", "/my/packages", nil); r.status != 200 {
+		t.Fatalf("sub-user: status %d %s", r.status, r.body)
 	}
 	alt := f.rsa
 	alt.alg = "rsa-sha512"
@@ -218,6 +221,8 @@ func TestSignatureRejections(t *testing.T) {
 	userKeyAsAccount.keyID = strings.Replace(f.sub.keyID, "/users/bob", "", 1)
 	md5Alg := f.rsa
 	md5Alg.alg = "rsa-md5"
+	sha384 := f.ec
+	sha384.alg = "ecdsa-sha384"
 
 	cases := []struct {
 		name   string
@@ -236,6 +241,7 @@ func TestSignatureRejections(t *testing.T) {
 		{"sub-user key used as account key", &userKeyAsAccount, nil, 401, "InvalidCredentials", "Invalid key"},
 		{"algorithm does not fit the key", &wrongAlg, nil, 401, "InvalidCredentials", "does not match"},
 		{"unsupported algorithm", &md5Alg, nil, 401, "InvalidCredentials", "rsa-md5 is not a supported signing algorithm"},
+		{"sha384 (unknown to node http-signature)", &sha384, nil, 400, "InvalidHeader", "ecdsa-sha384 is not supported"},
 		{"stale date", &f.rsa, []func(*http.Request){stale}, 400, "InvalidHeader", "greater than 300 s"},
 		{"future date", &f.rsa, []func(*http.Request){future}, 400, "InvalidHeader", "clock skew of 60"},
 		{"unparsable date", &f.rsa, []func(*http.Request){func(r *http.Request) { r.Header.Set("Date", "yesterday") }}, 400, "InvalidHeader", "is not an HTTP date"},
@@ -620,7 +626,7 @@ func TestDockerContainers(t *testing.T) {
 
 	// Exit code passes through wait; the CloudAPI machine follows.
 	id := f.createContainer("exits", map[string]interface{}{"Image": "alpine:3.12", "Cmd": []string{"/bin/sh", "-c", "sleep 0.1; exit 3"},
-		"Labels": map[string]string{"com.joyent.package": "g4-highcpu-512M", "triton.cns.services": "app"},
+		"Labels":     map[string]string{"com.joyent.package": "g4-highcpu-512M", "triton.cns.services": "app"},
 		"HostConfig": map[string]interface{}{"PublishAllPorts": true}})
 	uuid := id[0:8] + "-" + id[8:12] + "-" + id[12:16] + "-" + id[16:20] + "-" + id[20:32]
 	m := f.waitState(uuid, "stopped")
