@@ -848,3 +848,34 @@ port_map = { http = "80" }
 		}
 	}
 }
+
+// TestPotExecStreaming: `nomad alloc exec` through `pot exec -p <pot>`,
+// with pipes and with a tty (the host allocates the pty around pot exec).
+func TestPotExecStreaming(t *testing.T) {
+	s := potNewStandin(t, "pot", nil)
+	c := potLaunchWith(t, s, true)
+	tk := potNewTask(t, c, `
+image = "https://example.org/pots"
+pot   = "web"
+tag   = "1.0"
+`)
+	c.startTask(t, tk)
+	r := runExecStream(t, c, &drivers.ExecTaskStreamingRequest{Setup: &drivers.ExecTaskStreamingRequest_Setup{
+		TaskId: tk.ID, Command: []string{"sh", "-c", "read x; echo got:$x; echo e >&2; exit 4"},
+	}}, []string{"hi\n"})
+	if r.stdout != "got:hi\n" || r.stderr != "e\n" || r.exited.GetExitCode() != 4 {
+		t.Errorf("pipes: stdout %q stderr %q exit %d, want got:hi, e, 4", r.stdout, r.stderr, r.exited.GetExitCode())
+	}
+	r = runExecStream(t, c, &drivers.ExecTaskStreamingRequest{
+		Setup:   &drivers.ExecTaskStreamingRequest_Setup{TaskId: tk.ID, Command: []string{"sh", "-c", "test -t 0 && echo is-a-tty"}, Tty: true},
+		TtySize: &drivers.ExecTaskStreamingRequest_TerminalSize{Height: 30, Width: 100},
+	}, nil)
+	if !strings.Contains(r.stdout, "is-a-tty") {
+		t.Errorf("tty: stdout %q, want is-a-tty", r.stdout)
+	}
+	execs := potCallsFrom(s.calls(t), 0, "exec")
+	if len(execs) != 2 {
+		t.Fatalf("pot exec calls: %v", execs)
+	}
+	potRequireArgv(t, "exec (pipes)", execs[0], "exec", "-p", potName(tk), "sh", "-c", "read x; echo got:$x; echo e >&2; exit 4")
+}
