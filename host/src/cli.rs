@@ -197,7 +197,8 @@ pub const COMMANDS: &[Command] = &[
                config is decoded against the driver's task config schema the way Nomad \
                decodes it before starting a task, with `${...}` templates interpolated \
                with the variables such a task would have (NOMAD_*, with example paths; \
-               the host environment; the task's `env` block). Errors name the file, \
+               the host environment; the task's `env` block; the node's basic `node.*` \
+               and `attr.*` values as this machine would have them). Errors name the file, \
                line and field; the exit status is 1 if any config is invalid.\n\n\
                The guest's own checks of a task config (those it makes when a task \
                starts) are not run: use `run` for those.\n\n\
@@ -228,7 +229,8 @@ pub const COMMANDS: &[Command] = &[
                goes through the same driver code as under Nomad: the plugin config is set, \
                the task started in a temporary allocation directory laid out like Nomad's \
                (alloc/, <task>/local, <task>/secrets, stdout and stderr FIFOs copied to \
-               this terminal) with NOMAD_* variables set, and waited for. Ctrl-C stops it \
+               this terminal) with NOMAD_* variables set (templates in the config see \
+               them, and the node's basic attributes, as in `validate`), and waited for. Ctrl-C stops it \
                (the driver's stop, then a kill after --kill-timeout); the allocation \
                directory is removed afterwards.\n\n\
                The exit status is the task's exit code, 128 + the signal if a signal ended \

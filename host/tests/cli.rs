@@ -403,7 +403,8 @@ fn run_prints_the_greeting_and_exits_with_the_task_code() {
     let vars = write(
         dir.path(),
         "vars.hcl",
-        "greeting = \"${NOMAD_TASK_NAME} ${NOMAD_TASK_DIR} ${NOMAD_MEMORY_LIMIT}\"\n",
+        "greeting = \"${NOMAD_TASK_NAME} ${NOMAD_TASK_DIR} ${NOMAD_MEMORY_LIMIT} \
+         ${attr.kernel.name}\"\n",
     );
     let out = with_hello(
         "run",
@@ -418,9 +419,10 @@ fn run_prints_the_greeting_and_exits_with_the_task_code() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let printed = text(&out.stdout);
     let words: Vec<&str> = printed.split_whitespace().collect();
-    assert_eq!(words.len(), 3, "{printed}");
+    assert_eq!(words.len(), 4, "{printed}");
     assert_eq!(words[0], "task");
     assert_eq!(words[2], "64");
+    assert_eq!(words[3], "linux");
     let task_dir = Path::new(words[1]);
     assert!(task_dir.ends_with("task/local"), "{printed}");
     let alloc_dir = task_dir.parent().unwrap().parent().unwrap();

@@ -7,7 +7,6 @@
 //! progress lines (`==> ...`) and errors on stderr, so `run` leaves stdout
 //! to the task.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -211,16 +210,14 @@ pub fn schema_text(
 }
 
 /// Decodes a config body against a schema as Nomad does.
-/// `${...}` templates are interpolated with `env`, the task's environment.
+/// `${...}` templates are interpolated with `vars` (see
+/// [`super::run_task::task_vars`]; none for an agent's plugin config).
 pub(super) fn decode(
     spec: &Spec,
     body: &str,
-    env: &HashMap<String, String>,
+    vars: &Vars,
 ) -> std::result::Result<Vec<u8>, DecodeError> {
-    let vars = env
-        .iter()
-        .fold(Vars::new(), |vars, (k, v)| vars.env(k.clone(), v.clone()));
-    hcldec::decode_body_with(spec, body, &vars)
+    hcldec::decode_body_with(spec, body, vars)
 }
 
 /// One `file:line: where: field: problem` line per problem, the line being
@@ -272,7 +269,8 @@ fn validate(guest: &Path, file: &Path, o: &Options) -> Result<u8> {
         let names = super::run_task::Names::from(found.task.as_ref());
         let root = Path::new("/opt/nomad/data/alloc").join(&names.alloc_id);
         let env = super::run_task::task_env(&root, &names, o, found, m.capabilities.fs_isolation);
-        match decode(&m.task_config_schema, &found.body, &env) {
+        let vars = super::run_task::task_vars(&env, &names);
+        match decode(&m.task_config_schema, &found.body, &vars) {
             Ok(_) => println!("{}: {what}: valid", file.display()),
             Err(e) => {
                 invalid += 1;
@@ -311,7 +309,7 @@ fn validate_plugin_config(driver: &Arc<Driver>, file: &Path) -> Result<u8> {
     let found = jobfile::find_plugin_config(&text)
         .map_err(|e| CommandError(format!("{}: {e}", file.display())))?;
     let msgpack = match &m.config_schema {
-        Some(spec) => match decode(spec, &found.body, &HashMap::new()) {
+        Some(spec) => match decode(spec, &found.body, &Vars::new()) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("{}", config_error(file, &found, &e));

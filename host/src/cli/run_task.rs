@@ -22,6 +22,7 @@ use super::commands::{
 };
 use super::jobfile::{self, FoundConfig};
 use crate::driver::Driver;
+use crate::hcldec::Vars;
 use crate::runtime::bindings::nomad::driver::types::{FsIsolation, NomadConfig};
 use crate::tasks::TaskResult;
 
@@ -68,7 +69,7 @@ async fn run_in(guest: &Path, file: &Path, o: &Options, alloc: &AllocDir) -> Res
     let found = pick(configs, o.task.as_deref(), file)?;
     let names = Names::from(found.task.as_ref());
     let env = task_env(&alloc.root, &names, o, &found, m.capabilities.fs_isolation);
-    let task_msgpack = decode(&m.task_config_schema, &found.body, &env)
+    let task_msgpack = decode(&m.task_config_schema, &found.body, &task_vars(&env, &names))
         .map_err(|e| CommandError(config_error(file, &found, &e)))?;
 
     // The agent's plugin config (an absent one still gets its defaults).
@@ -246,7 +247,7 @@ fn plugin_config(
 ) -> Result<Vec<u8>> {
     let Some(file) = &o.plugin_config else {
         return match schema {
-            Some(s) => decode(s, "", &HashMap::new()).map_err(|e| {
+            Some(s) => decode(s, "", &Vars::new()).map_err(|e| {
                 CommandError(format!(
                     "the driver's plugin config defaults do not decode: {e}"
                 ))
@@ -264,7 +265,7 @@ fn plugin_config(
         .map_err(|e| CommandError(format!("cannot read {}: {e}", file.display())))?;
     let found = jobfile::find_plugin_config(&text)
         .map_err(|e| CommandError(format!("{}: {e}", file.display())))?;
-    decode(schema, &found.body, &HashMap::new())
+    decode(schema, &found.body, &Vars::new())
         .map_err(|e| CommandError(config_error(file, &found, &e)))
 }
 
@@ -274,6 +275,7 @@ pub(super) struct Names {
     pub group: String,
     pub task: String,
     pub alloc_id: String,
+    pub node_id: String,
 }
 
 impl Names {
@@ -287,6 +289,7 @@ impl Names {
             group,
             task,
             alloc_id: uuid(),
+            node_id: uuid(),
         }
     }
 }
@@ -365,6 +368,46 @@ pub(super) fn task_env(
     env
 }
 
+/// The variables a task config's templates see on a Nomad client: the
+/// task's environment, and the node's basic attributes as this machine
+/// would give them (`node.unique.name`, `node.datacenter`, `node.region`,
+/// `node.class`, `attr.kernel.name`, `attr.kernel.version`, `attr.cpu.arch`,
+/// `attr.unique.hostname`). Other `attr.*` and `meta.*` names are unknown
+/// here, as on a node that does not have them.
+pub(super) fn task_vars(env: &HashMap<String, String>, names: &Names) -> Vars {
+    let hostname = hostname();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_owned())
+        .unwrap_or_default();
+    let node = [
+        ("node.unique.name", hostname.clone()),
+        ("node.unique.id", names.node_id.clone()),
+        ("node.datacenter", "dc1".to_owned()),
+        ("node.region", "global".to_owned()),
+        ("node.class", String::new()),
+        ("attr.kernel.name", std::env::consts::OS.to_owned()),
+        ("attr.kernel.version", kernel),
+        ("attr.cpu.arch", arch.to_owned()),
+        ("attr.unique.hostname", hostname),
+    ];
+    let vars = env
+        .iter()
+        .fold(Vars::new(), |vars, (k, v)| vars.env(k.clone(), v.clone()));
+    node.into_iter().fold(vars, |vars, (k, v)| vars.node(k, v))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// What Nomad's client would send in StartTask for this task.
 fn task_config(
     alloc: &AllocDir,
@@ -405,9 +448,8 @@ fn task_config(
         job_id: names.job.clone(),
         alloc_id: names.alloc_id.clone(),
         namespace: "default".into(),
-        node_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default(),
+        node_name: hostname(),
+        node_id: names.node_id.clone(),
         ..Default::default()
     }
 }
