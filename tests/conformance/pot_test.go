@@ -879,3 +879,57 @@ tag   = "1.0"
 	}
 	potRequireArgv(t, "exec (pipes)", execs[0], "exec", "-p", potName(tk), "sh", "-c", "read x; echo got:$x; echo e >&2; exit 4")
 }
+
+// TestPotRecoverAfterPluginRestart: pot tasks outlive the plugin; a new
+// instance recovers them from Nomad's stored handle and keeps driving pot
+// (stop → `pot destroy` of the right pot; a 125 exit while the plugin was
+// down → the jail's code from last-run-stats).
+func TestPotRecoverAfterPluginRestart(t *testing.T) {
+	cfg := `
+image = "https://example.org/pots"
+pot   = "web"
+tag   = "1.0"
+`
+	t.Run("running task is recovered and stopped", func(t *testing.T) {
+		s := potNewStandin(t, "pot", nil)
+		c1 := potLaunchWith(t, s, true)
+		tk := potNewTask(t, c1, cfg)
+		resp := c1.startTask(t, tk)
+		tk.Stdout.WaitContent("pot "+potName(tk)+" started\n", 5*time.Second)
+		c1.Kill()
+		if tk.Stdout.WaitEOF(500 * time.Millisecond) {
+			t.Fatalf("pot start's stdout closed when the plugin exited: the task did not survive it")
+		}
+		c2 := potLaunchWith(t, s, true)
+		if _, err := c2.Driver.RecoverTask(rpcCtx(t, 10*time.Second), &drivers.RecoverTaskRequest{Handle: storedHandle(resp.GetHandle())}); err != nil {
+			t.Fatalf("RecoverTask: %v", err)
+		}
+		w := c2.waitAsync(tk.ID)
+		w.requireBlocked(t, 300*time.Millisecond, "recovered pot task")
+		if _, err := c2.Driver.StopTask(rpcCtx(t, 15*time.Second), &drivers.StopTaskRequest{TaskId: tk.ID, Timeout: dur(5 * time.Second)}); err != nil {
+			t.Fatalf("StopTask of the recovered task: %v", err)
+		}
+		w.get(t, 10*time.Second, "recovered task after StopTask")
+		stop := potCallsFrom(s.calls(t), 0, "destroy")
+		if len(stop) == 0 {
+			t.Fatalf("no pot destroy after the recovered stop: %v", s.calls(t))
+		}
+		potRequireArgv(t, "recovered stop", stop[0], "destroy", "-p", potName(tk), "-F")
+	})
+	t.Run("exit 125 while the plugin was down", func(t *testing.T) {
+		s := potNewStandin(t, "pot", map[string]interface{}{"start": map[string]int{"run_ms": 300, "exit": 125, "jail_exit": 6}})
+		c1 := potLaunchWith(t, s, true)
+		tk := potNewTask(t, c1, cfg)
+		resp := c1.startTask(t, tk)
+		c1.Kill()
+		if !tk.Stdout.WaitEOF(5 * time.Second) {
+			t.Fatalf("pot start (run_ms 300) did not finish within 5 s")
+		}
+		c2 := potLaunchWith(t, s, true)
+		if _, err := c2.Driver.RecoverTask(rpcCtx(t, 10*time.Second), &drivers.RecoverTaskRequest{Handle: storedHandle(resp.GetHandle())}); err != nil {
+			t.Fatalf("RecoverTask: %v", err)
+		}
+		w, _ := c2.waitTask(t, tk.ID, 5*time.Second)
+		requireResult(t, w, 6, 0)
+	})
+}
