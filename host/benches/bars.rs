@@ -16,13 +16,15 @@
 //!    <= 50 us (baseline: the same instantiate + call with a minimal store)
 //! 4. loading a precompiled guest from a warm cache: <= 1 ms
 //!    (baseline: wasmtime's own read + deserialize of the cached artifact)
+//! 5. a guest call that loops forever is cut off within 2x its deadline
+//!    (baseline: the deadline; `guests/misbehave`, mode `loop`)
 //!
 //! Outside `cargo bench` (e.g. `cargo test --all-targets`, which runs bench
 //! targets without `--bench`) nothing is timed and the binary exits at once.
 //!
 //! Environment knobs: `BARS_LAUNCH_RUNS` (50), `BARS_START_RUNS` (200),
-//! `BARS_CALL_RUNS` (10000), `BARS_LOAD_RUNS` (200), `HELLO_WASM` (guest
-//! path), `GO` (the go binary).
+//! `BARS_CALL_RUNS` (10000), `BARS_LOAD_RUNS` (200), `BARS_LOOP_RUNS` (20),
+//! `HELLO_WASM` (guest path), `MISBEHAVE_WASM`, `GO` (the go binary).
 #![allow(unsafe_code)] // one Component::deserialize for the load baseline; see SAFETY there
 
 use std::io::{BufRead, BufReader};
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
 struct Paths {
     host: PathBuf,
     guest: PathBuf,
+    misbehave: PathBuf,
     anchor: PathBuf,
 }
 
@@ -126,6 +129,17 @@ fn paths() -> Res<Paths> {
         )
         .into());
     }
+    let misbehave = std::env::var_os("MISBEHAVE_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target.join("wasm32-wasip2/guest/misbehave.wasm"));
+    if !misbehave.is_file() {
+        return Err(format!(
+            "misbehave guest {} is missing; build it with:\n  \
+             cargo build -p misbehave-guest --target wasm32-wasip2 --profile guest",
+            misbehave.display()
+        )
+        .into());
+    }
     if !Path::new(SHELL).is_file() {
         return Err(format!("{SHELL} is missing; the hello driver runs tasks with bash").into());
     }
@@ -133,6 +147,7 @@ fn paths() -> Res<Paths> {
     Ok(Paths {
         host,
         guest,
+        misbehave,
         anchor,
     })
 }
@@ -216,6 +231,10 @@ impl Series {
 
     fn median(&self) -> Duration {
         self.pct(0.5)
+    }
+
+    fn max(&self) -> Duration {
+        self.samples.iter().copied().max().unwrap_or_default()
     }
 
     fn describe(&self) -> String {
@@ -797,6 +816,51 @@ fn bench_in_process(p: &Paths, cache: &Path, calls: usize, loads: usize) -> Res<
     })
 }
 
+// ---------------------------------------------------------------- bar 5
+
+/// The deadline bar 5 gives the looping call.
+const LOOP_DEADLINE: Duration = Duration::from_millis(100);
+
+/// Times `start-task` of a guest that never returns, under its deadline.
+fn bench_loop_cutoff(p: &Paths, cache: &Path, runs: usize) -> Res<Series> {
+    let engine = runtime::engine()?;
+    let state = tempfile::tempdir()?;
+    let host = HostContext::new(
+        "misbehave.wasm".into(),
+        Grants::default(),
+        state.path().to_path_buf(),
+    );
+    let limits = CallLimits {
+        deadline: LOOP_DEADLINE,
+        ..CallLimits::default()
+    };
+    let guest = Guest::load(&engine, &p.misbehave, Some(cache), host, limits)?;
+    // `{mode = "loop"}` as cty-msgpack.
+    let mut cfg = vec![0x81, 0xa4];
+    cfg.extend_from_slice(b"mode");
+    cfg.push(0xa4);
+    cfg.extend_from_slice(b"loop");
+    let pb = TaskConfig {
+        id: "loop".into(),
+        name: "loop".into(),
+        alloc_id: "alloc".into(),
+        msgpack_driver_config: cfg,
+        ..Default::default()
+    };
+    let spec = nomad_wasm_host::nomad::convert::task_config(&pb);
+    let mut series = Series::new("host: looping start-task until cut off", runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = guest.call("start-task", None, |g, s| g.call_start_task(s, &[], &spec));
+        let d = t.elapsed();
+        match r {
+            Err(e) if matches!(e.kind, runtime::GuestFailure::Timeout(_)) => series.samples.push(d),
+            other => return Err(format!("the looping call was not cut off: {other:?}").into()),
+        }
+    }
+    Ok(series)
+}
+
 // ---------------------------------------------------------------- main
 
 /// The three load averages; other work on the machine inflates every row.
@@ -812,6 +876,7 @@ fn run() -> Res<bool> {
     let start_runs = knob("BARS_START_RUNS", 200);
     let call_runs = knob("BARS_CALL_RUNS", 10_000);
     let load_runs = knob("BARS_LOAD_RUNS", 200);
+    let loop_runs = knob("BARS_LOOP_RUNS", 20);
     eprintln!("bars: host   {}", p.host.display());
     eprintln!(
         "bars: guest  {} ({} bytes)",
@@ -830,6 +895,8 @@ fn run() -> Res<bool> {
         "bars: [3/3] in-process: {call_runs} guest calls, {load_runs} loads, each interleaved with its baseline"
     );
     let inproc = bench_in_process(&p, cache.path(), call_runs, load_runs)?;
+    eprintln!("bars: [+] {loop_runs} looping calls, deadline {LOOP_DEADLINE:?}");
+    let looping = bench_loop_cutoff(&p, cache.path(), loop_runs)?;
 
     println!();
     println!(
@@ -853,6 +920,7 @@ fn run() -> Res<bool> {
         &inproc.load_host,
         &inproc.load_bare,
         &inproc.load_hash,
+        &looping,
     ] {
         println!("{}", s.describe());
     }
@@ -896,6 +964,14 @@ fn run() -> Res<bool> {
             checked_us: us(inproc.load_host.median()),
             checked_label: "median",
             target_us: 1_000.0,
+        },
+        Bar {
+            name: "5 looping call cut off (deadline 100 ms)",
+            measured: looping.max(),
+            baseline: LOOP_DEADLINE,
+            checked_us: us(looping.max()),
+            checked_label: "max",
+            target_us: 2.0 * us(LOOP_DEADLINE),
         },
     ];
     print_table(&bars);
