@@ -1567,10 +1567,22 @@ impl Harness {
                 g.call_start_task(s, &config, &spec)
             })?
             .map_err(Error::Driver)?;
+        self.check_main_process(&started)?;
         Ok(Started {
             task: task.clone(),
             started,
         })
+    }
+
+    /// The host refuses a start whose main process the guest did not spawn.
+    fn check_main_process(&self, started: &TaskStarted) -> Result<(), Error> {
+        match &started.main_process {
+            Some(pid) if !self.fake.procs.contains_key(pid) => Err(Error::Guest(format!(
+                "{} failed in start-task: the guest named main process {pid:?}, which it did not spawn",
+                self.label
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn make_task_dirs(&mut self, task: &Task) {
@@ -1603,6 +1615,7 @@ impl Harness {
                 g.call_start_task(s, &config, &spec)
             })?
             .map_err(Error::Driver)?;
+        self.check_main_process(&started)?;
         Ok(Started {
             task: task.clone(),
             started,

@@ -275,6 +275,11 @@ fn faults_become_errors_and_the_harness_keeps_working() {
                 .into()
         )
     );
+    let err = h.start_task(&mode("bad-main")).unwrap_err();
+    assert!(
+        matches!(&err, Error::Guest(m) if m.contains("did not spawn")),
+        "{err:?}"
+    );
     assert!(h.start_task(&mode("ok")).is_ok());
 }
 

@@ -32,44 +32,93 @@ pub enum Json {
 
 /// Converts a native-syntax body (the inside of a `config { }` block) into
 /// the job parser's map. `path` names the body in errors.
-pub fn body_to_json(body: &hcl::Body, path: &str) -> Result<Vec<(String, Json)>, (String, String)> {
+///
+/// The body comes from hcl-edit's parser, which keeps each number's source
+/// text: literal numbers are read from it exactly, as cty reads them, not
+/// through `f64`.
+pub fn body_to_json(
+    body: &hcl::edit::structure::Body,
+    path: &str,
+) -> Result<Vec<(String, Json)>, (String, String)> {
+    use hcl::edit::structure::{BlockLabel, Structure};
     let ctx = function_context();
     let mut attrs: BTreeMap<String, Json> = BTreeMap::new();
     let mut blocks: Vec<(String, Vec<Json>)> = Vec::new();
-    for attr in body.attributes() {
-        let name = attr.key.as_str();
-        let at = format!("{path}.{name}");
-        if attrs.contains_key(name) {
-            return Err((
-                at,
-                format!("Attribute redefined; The argument {name:?} was already set."),
-            ));
+    for structure in body.iter() {
+        match structure {
+            Structure::Attribute(attr) => {
+                let name = attr.key.as_str();
+                let at = format!("{path}.{name}");
+                if attrs.contains_key(name) {
+                    return Err((
+                        at,
+                        format!("Attribute redefined; The argument {name:?} was already set."),
+                    ));
+                }
+                let json = match literal_json(&attr.value) {
+                    Some(j) => j,
+                    None => expr_to_json(&Expression::from(attr.value.clone()), &ctx, &at)?,
+                };
+                attrs.insert(name.to_string(), json);
+            }
+            Structure::Block(block) => {
+                let name = block.ident.as_str();
+                let at = format!("{path}.{name}");
+                let mut elem = Json::Object(body_to_json(&block.body, &at)?);
+                for label in block.labels.iter().rev() {
+                    let label = match label {
+                        BlockLabel::Ident(i) => i.as_str().to_string(),
+                        BlockLabel::String(s) => s.as_str().to_string(),
+                    };
+                    elem = Json::Object(vec![(label, Json::Array(vec![elem]))]);
+                }
+                match blocks.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, list)) => list.push(elem),
+                    None => blocks.push((name.to_string(), vec![elem])),
+                }
+            }
         }
-        attrs.insert(name.to_string(), expr_to_json(&attr.expr, &ctx, &at)?);
     }
-    for block in body.blocks() {
-        let name = block.identifier.as_str();
-        let at = format!("{path}.{name}");
-        if attrs.contains_key(name) {
-            return Err((
-                at,
-                format!(
-                    "Unsupported block type; {name:?} is set as an argument above; it cannot also be a block."
-                ),
-            ));
-        }
-        let mut elem = Json::Object(body_to_json(&block.body, &at)?);
-        for label in block.labels.iter().rev() {
-            elem = Json::Object(vec![(label.as_str().to_string(), Json::Array(vec![elem]))]);
-        }
-        match blocks.iter_mut().find(|(n, _)| n == name) {
-            Some((_, list)) => list.push(elem),
-            None => blocks.push((name.to_string(), vec![elem])),
-        }
+    if let Some((name, _)) = blocks.iter().find(|(n, _)| attrs.contains_key(n)) {
+        return Err((
+            format!("{path}.{name}"),
+            format!(
+                "Unsupported block type; {name:?} is set as an argument; it cannot also be a block."
+            ),
+        ));
     }
     let mut out: Vec<(String, Json)> = attrs.into_iter().collect();
     out.extend(blocks.into_iter().map(|(n, l)| (n, Json::Array(l))));
     Ok(out)
+}
+
+/// A literal value (numbers, strings without templates, bools, null, and
+/// arrays and objects of them) straight from the source, keeping each
+/// number's exact text. None for anything that needs evaluating.
+fn literal_json(expr: &hcl::edit::expr::Expression) -> Option<Json> {
+    use hcl::edit::expr::{Expression as E, ObjectKey};
+    Some(match expr {
+        E::Null(_) => Json::Null,
+        E::Bool(b) => Json::Bool(*b.value()),
+        E::Number(n) => Json::Number(Dec::parse(n.as_repr()?.as_ref())?),
+        E::String(s) => Json::String(s.value().clone()),
+        E::Array(a) => Json::Array(a.iter().map(literal_json).collect::<Option<_>>()?),
+        E::Object(o) => {
+            let mut props = Vec::new();
+            for (k, v) in o.iter() {
+                let key = match k {
+                    ObjectKey::Ident(i) => i.as_str().to_string(),
+                    ObjectKey::Expression(E::String(s)) => s.value().clone(),
+                    ObjectKey::Expression(_) => return None,
+                };
+                // Later duplicates win, as when HCL builds the object.
+                props.retain(|(k, _): &(String, Json)| *k != key);
+                props.push((key, literal_json(v.expr())?));
+            }
+            Json::Object(props)
+        }
+        _ => return None,
+    })
 }
 
 /// Evaluates a job-file expression as the job parser does: with functions

@@ -22,10 +22,11 @@
 //! the field, e.g. `config.bind.from`. The bytes were checked against
 //! go-cty and hcl/v2 (`tests/conformance/hcldec_xcheck_test.go`).
 //!
-//! Known gaps, all outside what configs normally contain: integers beyond
-//! 64 bits and decimals with more than 17 significant digits are read
-//! through `f64` by the HCL parser (a quoted number keeps every digit);
-//! `strlen`/`length` count Unicode scalar values, not grapheme clusters.
+//! Numbers written as literals keep their exact source text (hcl-edit
+//! keeps it), so big integers and long decimals encode as go-cty encodes
+//! them. Known gaps, outside what configs normally contain: the result of
+//! arithmetic or of a function is computed in `f64`; `strlen`/`length`
+//! count Unicode scalar values, not grapheme clusters.
 
 pub mod body;
 pub mod value;
@@ -115,9 +116,7 @@ pub fn decode_body_with(spec: &Spec, hcl: &str, vars: &Vars) -> Result<Vec<u8>, 
 
 /// The decoded cty value (what [`decode_body_with`] encodes).
 pub fn decode_value(spec: &Spec, hcl: &str, vars: &Vars) -> Result<Val, DecodeError> {
-    let body: hcl::Body = hcl
-        .parse()
-        .map_err(|e: hcl::Error| syntax_error("config", &e))?;
+    let body = hcl::edit::parser::parse_body(hcl).map_err(|e| syntax_error("config", &e))?;
     let map = body_to_json(&body, "config").map_err(|(path, msg)| split_message(&path, &msg))?;
     decode_json(spec, &Json::Object(map), vars)
 }
@@ -155,18 +154,17 @@ pub fn decode_json(spec: &Spec, config: &Json, vars: &Vars) -> Result<Val, Decod
 /// Finds the `config { }` block of the first `task` (at any depth, in
 /// document order) of a job file in HCL native syntax and returns its body.
 /// The error says which block was missing.
-pub fn task_config_from_job(job_hcl: &str) -> Result<hcl::Body, DecodeError> {
-    let body: hcl::Body = job_hcl
-        .parse()
-        .map_err(|e: hcl::Error| syntax_error("job", &e))?;
-    fn find(body: &hcl::Body) -> Option<Option<hcl::Body>> {
+pub fn task_config_from_job(job_hcl: &str) -> Result<hcl::edit::structure::Body, DecodeError> {
+    use hcl::edit::structure::Body;
+    let body = hcl::edit::parser::parse_body(job_hcl).map_err(|e| syntax_error("job", &e))?;
+    fn find(body: &Body) -> Option<Option<Body>> {
         for block in body.blocks() {
-            if block.identifier.as_str() == "task" {
+            if block.ident.as_str() == "task" {
                 return Some(
                     block
                         .body
                         .blocks()
-                        .find(|b| b.identifier.as_str() == "config")
+                        .find(|b| b.ident.as_str() == "config")
                         .map(|b| b.body.clone()),
                 );
             }
@@ -198,7 +196,7 @@ pub fn decode_job_task(spec: &Spec, job_hcl: &str, vars: &Vars) -> Result<Vec<u8
     decode_json(spec, &Json::Object(map), vars).map(|v| v.to_msgpack())
 }
 
-fn syntax_error(path: &str, e: &hcl::Error) -> DecodeError {
+fn syntax_error(path: &str, e: &dyn std::fmt::Display) -> DecodeError {
     let text = e.to_string().trim().to_string();
     // hcl-rs's wording of the most common mistake, two arguments on one
     // line, is "expected newline or eof"; say it as HCL does.
