@@ -701,6 +701,8 @@ impl Driver {
             if let Err(e) = p.signal(Signal::SIGKILL) {
                 tracing::warn!(task_id = id, pid = p.pid, error = %e, "kill failed");
             }
+            // What left the process group is still in the task's cgroup.
+            p.kill_cgroup();
         }
         for p in procs {
             let _ = tokio::time::timeout(KILL_GRACE, p.wait()).await;

@@ -88,3 +88,72 @@ async fn a_task_over_its_memory_limit_is_oom_killed_and_reported() {
         }
     }
 }
+
+/// A process that left the task's process group (its own session, as a
+/// container's init does) is still in the task's cgroup, and the kill
+/// reaches it there; the supervisor survives to record the exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_reaches_processes_that_left_the_group_through_the_cgroup() {
+    let state = tempfile::tempdir().unwrap();
+    let t = table(&state);
+    if let Cgroups::Unavailable { reason } = t.cgroups() {
+        eprintln!("no cgroups here ({reason}): nothing to kill through; checked: kind is none");
+        assert_eq!(t.cgroups().kind(), "none");
+        return;
+    }
+    let pidfile = state.path().join("escaped.pid");
+    let spec = Spec {
+        program: "/bin/sh".into(),
+        args: vec![
+            "-c".into(),
+            format!("setsid sleep 300 & echo $! > {}; wait", pidfile.display()),
+        ],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: None,
+        user: None,
+        cgroup: None,
+    };
+    let limits = Limits {
+        memory_max: 64 << 20,
+        cpu_shares: 0,
+    };
+    let p =
+        tokio::task::block_in_place(|| t.spawn(spec, limits, null(), null(), Some("esc".into())))
+            .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let escaped: i32 = loop {
+        if let Ok(s) = std::fs::read_to_string(&pidfile)
+            && let Ok(pid) = s.trim().parse()
+        {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no pid file");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    p.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(alive(escaped), "the escaped process is outside the group");
+    p.kill_cgroup();
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(10), p.wait())
+        .await
+        .unwrap();
+    assert_eq!(exit.signal, 9, "the exit was recorded: {exit:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(escaped) {
+        // A zombie until its new parent reaps it; gone from the cgroup.
+        let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, r)| r.starts_with('Z'))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "escaped process {escaped} survived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    t.remove_task("esc");
+}

@@ -207,6 +207,32 @@ pub fn oom_kills(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// SIGKILLs every process in the cgroup except `keep` (the supervisor,
+/// which must live to record the exit), a few rounds in case some forked
+/// meanwhile. Works the same on v1 and v2.
+pub fn kill_all_but(dir: &Path, keep: u32) {
+    for _ in 0..5 {
+        let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+            return;
+        };
+        let victims: Vec<i32> = procs
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .filter(|pid| *pid as u32 != keep && *pid > 0)
+            .collect();
+        if victims.is_empty() {
+            return;
+        }
+        for pid in victims {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Removes a cgroup once its processes are gone (retrying briefly while
 /// the kernel finishes tearing them down).
 pub fn remove(dir: &Path) {

@@ -101,6 +101,8 @@ pub struct Proc {
     pub dir: PathBuf,
     /// The cgroup holding its limits, if any.
     pub cgroup: Option<PathBuf>,
+    /// Its supervisor, which shares the cgroup and must outlive the kill.
+    pub supervisor_pid: u32,
     exit: watch::Receiver<Option<ProcExit>>,
 }
 
@@ -133,6 +135,32 @@ impl Proc {
         match killpg(pgid, signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
             Err(e) => Err(format!("sending {signal} to process {}: {e}", self.pid)),
+        }
+    }
+
+    /// Like [`Proc::signal`], by number (realtime signals included, see
+    /// [`parse_signal`]).
+    pub fn signal_number(&self, signal: i32) -> Result<(), String> {
+        if self.status().is_some() {
+            return Ok(());
+        }
+        // SAFETY: killpg(2) takes two integers and touches no memory of
+        // ours; the number came from parse_signal (a valid signal).
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::killpg(self.pid as libc::pid_t, signal) };
+        match std::io::Error::last_os_error() {
+            _ if r == 0 => Ok(()),
+            e if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            e => Err(format!("sending signal {signal} to process {}: {e}", self.pid)),
+        }
+    }
+
+    /// SIGKILLs every process left in the task's cgroup but its supervisor:
+    /// what escaped the process group (a container that made its own
+    /// session) is still in the cgroup. No-op without a cgroup.
+    pub fn kill_cgroup(&self) {
+        if let Some(cg) = &self.cgroup {
+            cgroups::kill_all_but(cg, self.supervisor_pid);
         }
     }
 }
@@ -442,6 +470,7 @@ impl ProcessTable {
             task_id,
             dir,
             cgroup,
+            supervisor_pid: started.supervisor_pid,
             exit: rx,
         }))
     }
@@ -486,6 +515,7 @@ impl ProcessTable {
                 .ok()
                 .and_then(|s| s.cgroup)
                 .map(PathBuf::from),
+            supervisor_pid: started.supervisor_pid,
             dir,
             exit: rx,
         }))
@@ -521,18 +551,39 @@ fn read_exit(dir: &Path) -> ProcExit {
 
 /// Parses a Unix signal name as Nomad sends them (`SIGTERM`); the `SIG`
 /// prefix is optional and case does not matter.
-pub fn parse_signal(name: &str) -> Result<Signal, String> {
+pub fn parse_signal(name: &str) -> Result<i32, String> {
     let upper = name.trim().to_ascii_uppercase();
     let full = if upper.starts_with("SIG") {
         upper
     } else {
         format!("SIG{upper}")
     };
-    Signal::from_str(&full).map_err(|_| {
-        format!(
-            "unknown signal {name:?}: expected a Unix signal name such as SIGTERM, SIGINT or SIGHUP"
-        )
-    })
+    if let Ok(sig) = Signal::from_str(&full) {
+        return Ok(sig as i32);
+    }
+    // Realtime signals, as systemd names them: SIGRTMIN+3 powers a
+    // container's systemd off.
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let offset = |rest: &str, sign: char| -> Option<i32> {
+        if rest.is_empty() {
+            return Some(0);
+        }
+        rest.strip_prefix(sign)?.parse::<i32>().ok()
+    };
+    let rt = if let Some(rest) = full.strip_prefix("SIGRTMIN") {
+        offset(rest, '+').map(|n| min + n)
+    } else if let Some(rest) = full.strip_prefix("SIGRTMAX") {
+        offset(rest, '-').map(|n| max - n)
+    } else {
+        None
+    };
+    match rt {
+        Some(sig) if (min..=max).contains(&sig) => Ok(sig),
+        _ => Err(format!(
+            "unknown signal {name:?}: expected a Unix signal name such as SIGTERM, SIGINT or \
+             SIGHUP, or a realtime one such as SIGRTMIN+3"
+        )),
+    }
 }
 
 /// A std command for a guest's `command`, checked against the grants: the
@@ -707,7 +758,7 @@ impl Host for CallState {
             .processes
             .get(&id)
             .ok_or_else(|| ProcessError::NotFound(format!("no process with id {id:?}")))?;
-        proc.signal(sig).map_err(ProcessError::Failed)
+        proc.signal_number(sig).map_err(ProcessError::Failed)
     }
 
     fn status(&mut self, id: String) -> Result<Option<ExitStatus>, ProcessError> {
@@ -782,9 +833,15 @@ mod tests {
 
     #[test]
     fn signal_names_parse_with_or_without_prefix() {
-        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("hup").unwrap(), Signal::SIGHUP);
-        assert_eq!(parse_signal("SIGUSR1").unwrap(), Signal::SIGUSR1);
+        assert_eq!(parse_signal("SIGTERM").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("hup").unwrap(), libc::SIGHUP);
+        assert_eq!(parse_signal("SIGUSR1").unwrap(), libc::SIGUSR1);
+        assert_eq!(parse_signal("SIGRTMIN+3").unwrap(), libc::SIGRTMIN() + 3);
+        assert_eq!(parse_signal("rtmin").unwrap(), libc::SIGRTMIN());
+        assert_eq!(parse_signal("SIGRTMAX-1").unwrap(), libc::SIGRTMAX() - 1);
+        for bad in ["SIGRTMIN+99", "SIGRTMIN-1", "SIGRTMAX+1", "SIGRTMIN3"] {
+            assert!(parse_signal(bad).is_err(), "{bad}");
+        }
         let err = parse_signal("SIGBOGUS").unwrap_err();
         assert!(err.contains("\"SIGBOGUS\""), "{err}");
     }
