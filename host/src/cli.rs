@@ -124,20 +124,23 @@ pub const COMMAND_FLAGS: &[Flag] = &[
     Flag {
         name: "--memory-mb",
         value: Some("MB"),
-        help: "The task's memory, as `resources { memory = MB }`. Default: 300.",
+        help: "The task's memory, as `resources { memory = MB }`. Default: the job \
+               file's, else 300.",
         repeatable: false,
     },
     Flag {
         name: "--cpu",
         value: Some("MHZ"),
-        help: "The task's CPU shares, as `resources { cpu = MHZ }`. Default: 100.",
+        help: "The task's CPU shares, as `resources { cpu = MHZ }`. Default: the job \
+               file's, else 100.",
         repeatable: false,
     },
     Flag {
         name: "--kill-timeout",
         value: Some("SECONDS"),
         help: "After Ctrl-C, how long the task has to stop before it is killed, as the \
-               job's `kill_timeout`. A second Ctrl-C kills at once. Default: 5.",
+               job's `kill_timeout`. A second Ctrl-C kills at once. Default: the job \
+               file's, else 5.",
         repeatable: false,
     },
     Flag {
@@ -270,9 +273,11 @@ pub struct Options {
     pub version: bool,
     pub plugin_config: Option<PathBuf>,
     pub task: Option<String>,
-    pub memory_mb: i64,
-    pub cpu: i64,
-    pub kill_timeout: Duration,
+    /// `--memory-mb`, `--cpu`, `--kill-timeout`: None when not given, so
+    /// the job file's values apply.
+    pub memory_mb: Option<i64>,
+    pub cpu: Option<i64>,
+    pub kill_timeout: Option<Duration>,
     pub output: Option<PathBuf>,
 }
 
@@ -293,9 +298,9 @@ impl Default for Options {
             version: false,
             plugin_config: None,
             task: None,
-            memory_mb: 300,
-            cpu: 100,
-            kill_timeout: Duration::from_secs(5),
+            memory_mb: None,
+            cpu: None,
+            kill_timeout: None,
             output: None,
         }
     }
@@ -478,21 +483,27 @@ fn apply(o: &mut Options, name: &str, v: String) -> Result<(), String> {
         "--plugin-config" => o.plugin_config = Some(PathBuf::from(v)),
         "--task" => o.task = Some(v),
         "--memory-mb" => {
-            o.memory_mb = number(name, &v, "a positive number of MB")?;
-            if o.memory_mb <= 0 {
+            let mb = number(name, &v, "a positive number of MB")?;
+            o.memory_mb = Some(mb);
+            if mb <= 0 {
                 return Err(format!(
                     "--memory-mb expects a positive number of MB, got {v:?}"
                 ));
             }
         }
         "--cpu" => {
-            o.cpu = number(name, &v, "a positive number of MHz")?;
-            if o.cpu <= 0 {
+            let mhz = number(name, &v, "a positive number of MHz")?;
+            o.cpu = Some(mhz);
+            if mhz <= 0 {
                 return Err(format!("--cpu expects a positive number of MHz, got {v:?}"));
             }
         }
         "--kill-timeout" => {
-            o.kill_timeout = Duration::from_secs(number(name, &v, "a number of seconds")?)
+            o.kill_timeout = Some(Duration::from_secs(number(
+                name,
+                &v,
+                "a number of seconds",
+            )?))
         }
         "-o" => o.output = Some(PathBuf::from(v)),
         other => return Err(format!("{other} is in the flag tables but not handled")),
@@ -797,9 +808,9 @@ mod tests {
         };
         assert_eq!(command.name, "run");
         assert_eq!(pos, vec!["hello.wasm", "task.hcl"]);
-        assert_eq!(options.memory_mb, 512);
+        assert_eq!(options.memory_mb, Some(512));
         assert_eq!(options.allow_exec, vec!["/bin/bash"]);
-        assert_eq!(options.kill_timeout, Duration::from_secs(2));
+        assert_eq!(options.kill_timeout, Some(Duration::from_secs(2)));
         assert!(matches!(
             parse_invocation(args(&["--guest", "x.wasm"])).unwrap(),
             Invocation::Plugin(o) if o.guest == Some(PathBuf::from("x.wasm"))

@@ -491,35 +491,32 @@ fn run_without_the_grant_says_what_to_grant() {
     assert!(err.contains("not granted"), "{err}");
 }
 
-#[test]
-fn ctrl_c_stops_the_task_and_run_exits() {
-    let dir = tempfile::tempdir().unwrap();
-    let body = write(
-        dir.path(),
-        "task.hcl",
-        "greeting = \"waiting\"\nsleep = 60\n",
-    );
+/// Starts `run` on `file`, waits for the task's first line of output,
+/// sends SIGINT to `run` (what Ctrl-C does), and returns that line, how
+/// `run` exited, what it printed on stderr and how long it took to exit.
+fn interrupt(file: &Path, extra: &[&str]) -> (String, std::process::ExitStatus, String, Duration) {
     let guest = hello();
     let cache = cache_dir();
-    let mut child = cmd(&[
+    let bash = bash();
+    let mut args = vec![
         "run",
         guest.to_str().unwrap(),
-        body.to_str().unwrap(),
+        file.to_str().unwrap(),
         "--allow-exec",
-        &bash(),
-        "--kill-timeout",
-        "3",
+        &bash,
         "--cache-dir",
         cache.to_str().unwrap(),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let mut child = cmd(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "waiting\n", "the task did not start");
+    assert!(!line.is_empty(), "the task did not start");
 
     let sent = Instant::now();
     nix::sys::signal::kill(
@@ -537,10 +534,24 @@ fn ctrl_c_stops_the_task_and_run_exits() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    let took = sent.elapsed();
     let mut progress = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut progress).unwrap();
+    (line, status, progress, took)
+}
+
+#[test]
+fn ctrl_c_stops_the_task_and_run_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = write(
+        dir.path(),
+        "task.hcl",
+        "greeting = \"waiting\"\nsleep = 60\n",
+    );
+    let (line, status, progress, took) = interrupt(&body, &["--kill-timeout", "3"]);
+    assert_eq!(line, "waiting\n");
     assert!(
-        progress.contains("==> stopping the task (kill timeout 3s"),
+        progress.contains("==> stopping the task (kill timeout 3s;"),
         "{progress}"
     );
     // hello stops its task with the SDK's default SIGINT, which ends the
@@ -550,9 +561,45 @@ fn ctrl_c_stops_the_task_and_run_exits() {
         progress.contains("task was killed by signal 2"),
         "{progress}"
     );
-    assert!(
-        sent.elapsed() < Duration::from_secs(10),
-        "stop took {:?}",
-        sent.elapsed()
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
+}
+
+#[test]
+fn the_job_files_resources_and_kill_settings_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write(
+        dir.path(),
+        "job.nomad.hcl",
+        r#"job "j" {
+  group "g" {
+    task "t" {
+      driver       = "hello-world-example"
+      kill_signal  = "SIGTERM"
+      kill_timeout = "4s"
+      resources {
+        cpu    = 250
+        memory = 64
+      }
+      config {
+        greeting = "${NOMAD_MEMORY_LIMIT} ${NOMAD_CPU_LIMIT}"
+        sleep    = 60
+      }
+    }
+  }
+}
+"#,
     );
+    let (line, status, progress, took) = interrupt(&job, &[]);
+    assert_eq!(line, "64 250\n");
+    assert!(
+        progress.contains("==> stopping the task (kill timeout 4s;"),
+        "{progress}"
+    );
+    // The job's kill_signal reaches the driver's stop: SIGTERM, 128 + 15.
+    assert_eq!(status.code(), Some(143), "{progress}");
+    assert!(
+        progress.contains("task was killed by signal 15"),
+        "{progress}"
+    );
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
 }

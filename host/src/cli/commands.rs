@@ -268,7 +268,9 @@ fn validate(guest: &Path, file: &Path, o: &Options) -> Result<u8> {
         // `${NOMAD_TASK_DIR}` and the like resolve as on a client.
         let names = super::run_task::Names::from(found.task.as_ref());
         let root = Path::new("/opt/nomad/data/alloc").join(&names.alloc_id);
-        let env = super::run_task::task_env(&root, &names, o, found, m.capabilities.fs_isolation);
+        let settings = super::run_task::Settings::resolve(o, found);
+        let env =
+            super::run_task::task_env(&root, &names, &settings, found, m.capabilities.fs_isolation);
         let vars = super::run_task::task_vars(&env, &names);
         match decode(&m.task_config_schema, &found.body, &vars) {
             Ok(_) => println!("{}: {what}: valid", file.display()),

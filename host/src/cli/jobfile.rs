@@ -7,6 +7,7 @@
 //! file. Parsing uses hcl-rs's `hcl-edit`, which keeps source spans.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use hcl::edit::Span;
 use hcl::edit::expr::Expression;
@@ -23,6 +24,21 @@ pub struct FoundConfig {
     pub first_line: usize,
     /// The task's `env { }` entries whose values are plain strings.
     pub env: Vec<(String, String)>,
+    /// What else of the task the driver calls carry.
+    pub settings: TaskSettings,
+}
+
+/// The task's settings besides `config` that Nomad passes to the driver
+/// (in StartTask and StopTask), where the job file gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskSettings {
+    pub user: Option<String>,
+    pub kill_signal: Option<String>,
+    pub kill_timeout: Option<Duration>,
+    /// `resources { cpu, memory, memory_max }`.
+    pub cpu: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub memory_max_mb: Option<i64>,
 }
 
 /// Where a task sits in a job file.
@@ -94,6 +110,7 @@ pub fn find_configs(text: &str, driver: &str) -> Result<Vec<FoundConfig>, FileEr
         body: text.to_owned(),
         first_line: 1,
         env: Vec::new(),
+        settings: TaskSettings::default(),
     }])
 }
 
@@ -117,6 +134,7 @@ pub fn find_plugin_config(text: &str) -> Result<FoundConfig, FileError> {
                     body: String::new(),
                     first_line: line_of(text, plugin.span().map_or(0, |s| s.start)),
                     env: Vec::new(),
+                    settings: TaskSettings::default(),
                 }),
                 [one] => Ok(block_body(text, one, None, Vec::new())),
                 [_, second, ..] => Err(FileError::Syntax {
@@ -140,6 +158,7 @@ pub fn find_plugin_config(text: &str) -> Result<FoundConfig, FileError> {
         body: String::new(),
         first_line: 1,
         env: Vec::new(),
+        settings: TaskSettings::default(),
     }))
 }
 
@@ -233,6 +252,7 @@ fn job_configs(text: &str, jobs: &[&Block], driver: &str) -> Result<Vec<FoundCon
                 }
             }
             let env = task_env(&task.body);
+            let settings = task_settings(text, task)?;
             let configs: Vec<&Block> = task.body.get_blocks("config").collect();
             match configs.as_slice() {
                 [] => found.push(FoundConfig {
@@ -240,8 +260,13 @@ fn job_configs(text: &str, jobs: &[&Block], driver: &str) -> Result<Vec<FoundCon
                     body: String::new(),
                     first_line: line_of(text, task.span().map_or(0, |s| s.start)),
                     env,
+                    settings,
                 }),
-                [one] => found.push(block_body(text, one, Some(path), env)),
+                [one] => {
+                    let mut config = block_body(text, one, Some(path), env);
+                    config.settings = settings;
+                    found.push(config);
+                }
                 [_, second, ..] => {
                     let at = line_of(text, second.span().map_or(0, |s| s.start));
                     return Err(FileError::Syntax {
@@ -279,6 +304,74 @@ fn task_env(task: &Body) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `user`, `kill_signal`, `kill_timeout` and `resources` of a task block,
+/// where they are literals.
+fn task_settings(text: &str, task: &Block) -> Result<TaskSettings, FileError> {
+    let string = |body: &Body, key: &str| {
+        body.get_attribute(key)
+            .and_then(|a| a.value.as_str())
+            .map(str::to_owned)
+    };
+    let mut s = TaskSettings {
+        user: string(&task.body, "user"),
+        kill_signal: string(&task.body, "kill_signal"),
+        ..TaskSettings::default()
+    };
+    if let Some(attr) = task.body.get_attribute("kill_timeout") {
+        let parsed = attr.value.as_str().and_then(go_duration);
+        s.kill_timeout = Some(parsed.ok_or_else(|| FileError::Syntax {
+            line: line_of(text, attr.span().map_or(0, |s| s.start)),
+            column: 1,
+            message: "kill_timeout: expected a duration such as \"10s\" or \"1m30s\"".into(),
+        })?);
+    }
+    let number = |body: &Body, key: &str| {
+        body.get_attribute(key)
+            .and_then(|a| a.value.as_number())
+            .and_then(|n| n.as_i64())
+    };
+    if let Some(res) = task.body.get_blocks("resources").next() {
+        s.cpu = number(&res.body, "cpu");
+        s.memory_mb = number(&res.body, "memory");
+        s.memory_max_mb = number(&res.body, "memory_max");
+    }
+    Ok(s)
+}
+
+/// A Go duration (`300ms`, `10s`, `1m30s`, `2h`), as jobs write them.
+pub fn go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&i| i > 0)?;
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += Duration::try_from_secs_f64(value * seconds).ok()?;
+        rest = &rest[unit..];
+    }
+    Some(total)
+}
+
 /// The text between a block's braces, and the line it starts on.
 fn block_body(
     text: &str,
@@ -298,6 +391,7 @@ fn block_body(
         body: text.get(start..end).unwrap_or("").to_owned(),
         first_line: line_of(text, start),
         env,
+        settings: TaskSettings::default(),
     }
 }
 
@@ -320,6 +414,14 @@ mod tests {
   group "web" {
     task "greet" {
       driver = "hello-world-example"
+      user = "nobody"
+      kill_timeout = "1m30s"
+      kill_signal = "SIGTERM"
+
+      resources {
+        cpu    = 500
+        memory = 256
+      }
 
       env {
         WHO = "world"
@@ -359,9 +461,20 @@ mod tests {
             greet.body,
             "\n        greeting = \"hi\"\n        exit_code = 3\n      "
         );
-        // The body's line 3 (`exit_code = 3`) is line 13 of the file.
-        assert_eq!(greet.file_line(3), 13);
+        // The body's line 3 (`exit_code = 3`) is line 21 of the file.
+        assert_eq!(greet.file_line(3), 21);
         assert_eq!(greet.env, vec![("WHO".into(), "world".into())]);
+        assert_eq!(
+            greet.settings,
+            TaskSettings {
+                user: Some("nobody".into()),
+                kill_signal: Some("SIGTERM".into()),
+                kill_timeout: Some(Duration::from_secs(90)),
+                cpu: Some(500),
+                memory_mb: Some(256),
+                memory_max_mb: None,
+            }
+        );
         let bare = &found[1];
         assert_eq!(bare.task.as_ref().unwrap().task, "bare");
         assert_eq!(bare.body, "");
@@ -413,6 +526,25 @@ mod tests {
         assert_eq!(line_of_field(body, "config.mount[0].target"), Some(6));
         assert_eq!(line_of_field(body, "config.nothing"), None);
         assert_eq!(line_of_field(body, "config"), None);
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(go_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(go_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "10", "s", "10 s", "ten s", "5d"] {
+            assert_eq!(go_duration(bad), None, "{bad:?}");
+        }
+        let job = "job \"j\" {\n  group \"g\" {\n    task \"t\" {\n      driver = \"d\"\n      \
+                   kill_timeout = \"soon\"\n    }\n  }\n}\n";
+        let e = find_configs(job, "d").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 5, column 1: kill_timeout: expected a duration such as \"10s\" or \"1m30s\""
+        );
     }
 
     #[test]

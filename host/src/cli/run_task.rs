@@ -68,7 +68,14 @@ async fn run_in(guest: &Path, file: &Path, o: &Options, alloc: &AllocDir) -> Res
     let configs = read_configs(file, &m.info.name)?;
     let found = pick(configs, o.task.as_deref(), file)?;
     let names = Names::from(found.task.as_ref());
-    let env = task_env(&alloc.root, &names, o, &found, m.capabilities.fs_isolation);
+    let settings = Settings::resolve(o, &found);
+    let env = task_env(
+        &alloc.root,
+        &names,
+        &settings,
+        &found,
+        m.capabilities.fs_isolation,
+    );
     let task_msgpack = decode(&m.task_config_schema, &found.body, &task_vars(&env, &names))
         .map_err(|e| CommandError(config_error(file, &found, &e)))?;
 
@@ -86,7 +93,7 @@ async fn run_in(guest: &Path, file: &Path, o: &Options, alloc: &AllocDir) -> Res
         copy_fifo(fifos.1.clone(), Stream::Stderr),
     ];
 
-    let pb_config = task_config(alloc, &names, o, env, &fifos, task_msgpack);
+    let pb_config = task_config(alloc, &names, &settings, env, &fifos, task_msgpack);
     let id = pb_config.id.clone();
     let mut events = driver.host().events.subscribe();
     tokio::spawn(async move {
@@ -106,7 +113,7 @@ async fn run_in(guest: &Path, file: &Path, o: &Options, alloc: &AllocDir) -> Res
                 "started task {:?} (alloc {}); Ctrl-C stops it",
                 names.task, names.alloc_id
             ));
-            let r = wait_or_stop(&driver, &id, o.kill_timeout, signals).await;
+            let r = wait_or_stop(&driver, &id, &settings, signals).await;
             if let Err(e) = driver.destroy_task(&id, true).await {
                 progress(format_args!("destroying the task failed: {e}"));
             }
@@ -147,10 +154,11 @@ impl Signals {
 async fn wait_or_stop(
     driver: &Arc<Driver>,
     id: &str,
-    kill_timeout: Duration,
+    settings: &Settings,
     signals: Signals,
 ) -> Result<TaskResult> {
     let Signals { mut int, mut term } = signals;
+    let kill_timeout = settings.kill_timeout;
     let wait = driver.wait_task(id);
     tokio::pin!(wait);
     tokio::select! {
@@ -159,18 +167,19 @@ async fn wait_or_stop(
         _ = term.recv() => {}
     }
     progress(format_args!(
-        "stopping the task (kill timeout {}s; Ctrl-C again kills it now)",
-        kill_timeout.as_secs()
+        "stopping the task (kill timeout {:?}; Ctrl-C again kills it now)",
+        kill_timeout
     ));
     let stop = {
         let (d, id) = (driver.clone(), id.to_owned());
-        tokio::spawn(async move { d.stop_task(&id, kill_timeout, String::new()).await })
+        let signal = settings.kill_signal.clone();
+        tokio::spawn(async move { d.stop_task(&id, kill_timeout, signal).await })
     };
     let stopped = tokio::select! {
         r = stop => r.map_err(|e| CommandError(format!("stopping was lost: {e}")))?,
         _ = int.recv() => {
             progress("killing the task");
-            driver.stop_task(id, Duration::ZERO, String::new()).await
+            driver.stop_task(id, Duration::ZERO, settings.kill_signal.clone()).await
         }
     };
     if let Err(e) = stopped {
@@ -269,6 +278,35 @@ fn plugin_config(
         .map_err(|e| CommandError(config_error(file, &found, &e)))
 }
 
+/// The task's resources and stop settings: the flags, else the job file,
+/// else Nomad's defaults.
+pub(super) struct Settings {
+    pub cpu: i64,
+    pub memory_mb: i64,
+    pub memory_max_mb: i64,
+    pub kill_timeout: Duration,
+    /// Empty: the driver's default signal.
+    pub kill_signal: String,
+    pub user: String,
+}
+
+impl Settings {
+    pub(super) fn resolve(o: &Options, found: &FoundConfig) -> Self {
+        let job = &found.settings;
+        Settings {
+            cpu: o.cpu.or(job.cpu).unwrap_or(100),
+            memory_mb: o.memory_mb.or(job.memory_mb).unwrap_or(300),
+            memory_max_mb: job.memory_max_mb.unwrap_or(0),
+            kill_timeout: o
+                .kill_timeout
+                .or(job.kill_timeout)
+                .unwrap_or(Duration::from_secs(5)),
+            kill_signal: job.kill_signal.clone().unwrap_or_default(),
+            user: job.user.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// The job, group, task and alloc names the task runs under.
 pub(super) struct Names {
     pub job: String,
@@ -315,7 +353,7 @@ fn uuid() -> String {
 pub(super) fn task_env(
     root: &Path,
     names: &Names,
-    o: &Options,
+    settings: &Settings,
     found: &FoundConfig,
     isolation: FsIsolation,
 ) -> HashMap<String, String> {
@@ -360,10 +398,16 @@ pub(super) fn task_env(
         ("NOMAD_NAMESPACE", "default".into()),
         ("NOMAD_REGION", "global".into()),
         ("NOMAD_DC", "dc1".into()),
-        ("NOMAD_CPU_LIMIT", o.cpu.to_string()),
-        ("NOMAD_MEMORY_LIMIT", o.memory_mb.to_string()),
+        ("NOMAD_CPU_LIMIT", settings.cpu.to_string()),
+        ("NOMAD_MEMORY_LIMIT", settings.memory_mb.to_string()),
     ];
     env.extend(nomad.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    if settings.memory_max_mb > 0 {
+        env.insert(
+            "NOMAD_MEMORY_MAX_LIMIT".into(),
+            settings.memory_max_mb.to_string(),
+        );
+    }
     env.extend(found.env.iter().cloned());
     env
 }
@@ -412,7 +456,7 @@ fn hostname() -> String {
 fn task_config(
     alloc: &AllocDir,
     names: &Names,
-    o: &Options,
+    settings: &Settings,
     env: HashMap<String, String>,
     fifos: &(PathBuf, PathBuf),
     msgpack: Vec<u8>,
@@ -426,20 +470,23 @@ fn task_config(
         env,
         resources: Some(pb::Resources {
             allocated_resources: Some(pb::AllocatedTaskResources {
-                cpu: Some(pb::AllocatedCpuResources { cpu_shares: o.cpu }),
+                cpu: Some(pb::AllocatedCpuResources {
+                    cpu_shares: settings.cpu,
+                }),
                 memory: Some(pb::AllocatedMemoryResources {
-                    memory_mb: o.memory_mb,
-                    memory_max_mb: 0,
+                    memory_mb: settings.memory_mb,
+                    memory_max_mb: settings.memory_max_mb,
                 }),
                 networks: Vec::new(),
             }),
             linux_resources: Some(pb::LinuxResources {
-                cpu_shares: o.cpu,
-                memory_limit_bytes: o.memory_mb << 20,
+                cpu_shares: settings.cpu,
+                memory_limit_bytes: settings.memory_mb.max(settings.memory_max_mb) << 20,
                 ..Default::default()
             }),
             ports: Vec::new(),
         }),
+        user: settings.user.clone(),
         alloc_dir: root,
         stdout_path: fifos.0.display().to_string(),
         stderr_path: fifos.1.display().to_string(),
