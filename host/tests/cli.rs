@@ -9,11 +9,17 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn hello() -> PathBuf {
-    let p =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/guest/hello.wasm");
+    built("hello", "hello-guest")
+}
+
+/// A guest built by scripts/build.sh; a missing one fails the test saying
+/// how to build it.
+fn built(file: &str, package: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/wasm32-wasip2/guest/{file}.wasm"));
     assert!(
         p.exists(),
-        "{} is missing: build it first with scripts/build.sh (or `cargo build -p hello \
+        "{} is missing: build it first with scripts/build.sh (or `cargo build -p {package} \
          --target wasm32-wasip2 --profile guest`)",
         p.display()
     );
@@ -173,6 +179,27 @@ fn schema_prints_both_configs_as_hcl() {
     assert_eq!(doc, expected);
     // What it prints is HCL a user can paste.
     hcl::parse(&doc).unwrap();
+}
+
+#[test]
+fn schema_of_a_driver_without_plugin_config() {
+    let guest = built("misbehave", "misbehave-guest");
+    let cache = cache_dir();
+    let out = run(&[
+        "schema",
+        guest.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "# Driver \"misbehave\" v0.1.0 (misbehave.wasm)\n\n\
+         # In the Nomad agent's config (this driver takes no plugin config):\n\
+         plugin \"nomad-driver-wasm\" {\n  args = [\"--guest\", \"misbehave.wasm\"]\n}\n\n\
+         # In a job:\ntask \"example\" {\n  driver = \"misbehave\"\n\n  config {\n\
+         \x20   # string, required\n    mode = \"\"\n  }\n}\n"
+    );
 }
 
 #[test]
