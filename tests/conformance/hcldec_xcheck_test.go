@@ -227,6 +227,64 @@ func xcheckContainer() *xt {
 	)
 }
 
+// The Triton driver's task config schema as its README documents it
+// (shared/seeds): nested required blocks, block lists, block attrs.
+func xcheckTriton() *xt {
+	named := func(n, t string) *xt { return xNamed(n, t) }
+	return xObj(
+		"api_type", &xt{kind: "attr", name: "api_type", typ: "string", required: true},
+		"docker_api", xNamedBlock("docker_api", xObj(
+			"cmd", named("cmd", "list(string)"),
+			"entrypoint", named("entrypoint", "list(string)"),
+			"openstdin", named("openstdin", "bool"),
+			"tty", named("tty", "bool"),
+			"workingdir", named("workingdir", "string"),
+			"hostname", named("hostname", "string"),
+			"dns", named("dns", "list(string)"),
+			"labels", &xt{kind: "block_attrs", name: "labels", typ: "string"},
+			"log_config", xNamedBlock("log_config", xObj(
+				"type", named("type", "string"),
+				"config", &xt{kind: "block_attrs", name: "config", typ: "string"},
+			)),
+			"ports", xNamedBlock("ports", xObj(
+				"tcp", named("tcp", "list(number)"),
+				"udp", named("udp", "list(number)"),
+				"publish_all", named("publish_all", "bool"),
+			)),
+			"image", &xt{kind: "block", name: "image", required: true, nested: xObj(
+				"name", &xt{kind: "attr", name: "name", typ: "string", required: true},
+				"tag", named("tag", "string"),
+				"auto_pull", named("auto_pull", "bool"),
+			)},
+			"restart_policy", named("restart_policy", "string"),
+		)),
+		"cloud_api", xNamedBlock("cloud_api", xObj(
+			"image", &xt{kind: "block", name: "image", required: true, nested: xObj(
+				"name", named("name", "string"),
+				"uuid", named("uuid", "string"),
+				"version", named("version", "string"),
+				"most_recent", named("most_recent", "bool"),
+			)},
+			"networks", xNamedList("networks", xObj(
+				"name", named("name", "string"),
+				"uuid", named("uuid", "string"),
+			)),
+			"user_data", named("user_data", "string"),
+			"user_script", named("user_script", "string"),
+		)),
+		"tags", &xt{kind: "block_attrs", name: "tags", typ: "string"},
+		"affinity", named("affinity", "list(string)"),
+		"fwenabled", named("fwenabled", "bool"),
+		"fwrules", &xt{kind: "block_attrs", name: "fwrules", typ: "string"},
+		"cns", named("cns", "list(string)"),
+		"package", &xt{kind: "block", name: "package", required: true, nested: xObj(
+			"name", named("name", "string"),
+			"uuid", named("uuid", "string"),
+			"version", named("version", "string"),
+		)},
+	)
+}
+
 func xcheckCases() []xcheckCase {
 	type c struct {
 		name string
@@ -341,6 +399,64 @@ options = ["a", "b"]
 		{"container options objects", xcheckContainer(), "image = \"x\"\noptions = [{ a = 1 }, { a = 2 }]", nil},
 		{"container port_map as list attribute", xcheckContainer(), "image = \"x\"\nport_map = [{ db = \"6379\" }]", nil},
 		{"container nested unknown", xcheckContainer(), "image = \"x\"\nlogging {\n  typo = \"x\"\n}", nil},
+		{"triton cloud api", xcheckTriton(), `
+api_type = "cloud_api"
+cloud_api {
+  image {
+    name        = "base-64-lts"
+    most_recent = true
+  }
+  networks {
+    name = "Joyent-SDC-Public"
+  }
+  networks {
+    uuid = "7ec5c5c4-0000-4000-8000-000000000001"
+  }
+  user_script = "#!/bin/sh\necho ${NOMAD_ALLOC_ID}"
+}
+tags {
+  role = "web"
+  tier = 2
+}
+affinity  = ["instance!=web*"]
+fwenabled = "true"
+fwrules {
+  web = "FROM any TO all vms ALLOW tcp PORT 80"
+}
+cns = ["web"]
+package {
+  name = "g4-highcpu-1G"
+}
+`, vars},
+		{"triton docker api", xcheckTriton(), `
+api_type = "docker_api"
+docker_api {
+  cmd = ["/bin/sh", "-c", "sleep 600"]
+  tty = false
+  labels = {
+    "com.example.app" = "web"
+  }
+  log_config {
+    type = "syslog"
+    config {
+      syslog-address = "udp://10.0.0.1:514"
+    }
+  }
+  ports {
+    tcp = [80, "443"]
+  }
+  image {
+    name      = "redis"
+    tag       = "7"
+    auto_pull = true
+  }
+}
+package {
+  name = "sample-512M"
+}
+`, nil},
+		{"triton docker api without image", xcheckTriton(), "api_type = \"docker_api\"\ndocker_api {\n  tty = true\n}\npackage {\n  name = \"x\"\n}", nil},
+		{"triton missing package and api type", xcheckTriton(), "cns = [\"a\"]", nil},
 		{"block map one label", xObj("port", xMap([]string{"name"}, xObj("to", xReq("number"), "proto", xDef(xNamed("proto", "string"), xLit(`"tcp"`))))), `
 port "http" {
   to = "80"

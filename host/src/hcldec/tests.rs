@@ -603,3 +603,38 @@ fn xcheck_against_go() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn quoted_argument_names_are_refused_as_hcl_refuses_them() {
+    // hclsyntax: "Invalid argument name; Argument names must not be
+    // quoted." Users write such keys in an object attribute instead.
+    let spec = vector_spec();
+    let e = decode_body(&spec, "command = \"x\"\nlabels {\n  \"a.b\" = \"v\"\n}").unwrap_err();
+    assert!(
+        e.to_string().starts_with("config: Invalid HCL syntax"),
+        "{e}"
+    );
+    let ok = decode_body(&spec, "command = \"x\"\nlabels = {\n  \"a.b\" = \"v\"\n}").unwrap();
+    assert!(hex(&ok).contains(&hex(b"a.b")));
+}
+
+#[test]
+fn deeply_nested_input_is_an_error_not_a_crash() {
+    let spec = vector_spec();
+    // hcl-edit's parser stops at 64 levels (HCL itself has no limit; no
+    // real config comes near it).
+    for depth in [50, 5_000] {
+        let hcl = format!(
+            "command = \"x\"\nextra = {}1{}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let r = decode_body(&spec, &hcl);
+        if depth == 50 {
+            assert!(r.is_ok(), "{r:?}");
+        } else {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("nesting depth"), "{e}");
+        }
+    }
+}
