@@ -382,17 +382,35 @@ fn link(
     component: &wasmtime::component::Component,
     path: &Path,
 ) -> Result<DriverGuestPre<CallState>, LoadError> {
-    let mut linker: Linker<CallState> = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-        .map_err(|e| LoadError::Engine(format!("linking WASI: {e:#}")))?;
-    DriverGuest::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
-        .map_err(|e| LoadError::Engine(format!("linking host imports: {e:#}")))?;
+    let linker = linker_for(engine)?;
     let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
         path: path.to_path_buf(),
         reason: format!("{e:#}"),
     };
     let instance_pre = linker.instantiate_pre(component).map_err(wrong_world)?;
     DriverGuestPre::new(instance_pre).map_err(wrong_world)
+}
+
+/// The linker with WASI and the host's imports, built once per engine (it
+/// holds a few hundred functions; building it was a good part of a load).
+/// One slot: a host has one engine; a new engine (tests) replaces it, so an
+/// old engine is not kept alive by its linker.
+fn linker_for(engine: &Engine) -> Result<Arc<Linker<CallState>>, LoadError> {
+    static LINKER: std::sync::Mutex<Option<Arc<Linker<CallState>>>> = std::sync::Mutex::new(None);
+    let mut slot = LINKER.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = slot.as_ref()
+        && Engine::same(l.engine(), engine)
+    {
+        return Ok(l.clone());
+    }
+    let mut linker: Linker<CallState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .map_err(|e| LoadError::Engine(format!("linking WASI: {e:#}")))?;
+    DriverGuest::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+        .map_err(|e| LoadError::Engine(format!("linking host imports: {e:#}")))?;
+    let linker = Arc::new(linker);
+    *slot = Some(linker.clone());
+    Ok(linker)
 }
 
 /// Admits at most [`CONCURRENT_CALLS`] guest calls at once in this process.
