@@ -38,7 +38,7 @@ pub(super) const NOMAD_PORTS: NomadConfig = NomadConfig {
 const DRAIN: Duration = Duration::from_secs(2);
 
 pub(super) async fn run(guest: &Path, file: &Path, o: &Options) -> Result<u8> {
-    let alloc = AllocDir::create()?;
+    let alloc = AllocDir::new();
     let outcome = run_in(guest, file, o, &alloc).await;
     alloc.remove();
     outcome
@@ -79,15 +79,20 @@ async fn run_in(guest: &Path, file: &Path, o: &Options, alloc: &AllocDir) -> Res
     let task_msgpack = decode(&m.task_config_schema, &found.body, &task_vars(&env, &names))
         .map_err(|e| CommandError(config_error(file, &found, &e)))?;
 
-    // The agent's plugin config (an absent one still gets its defaults).
     let plugin_msgpack = plugin_config(o, m.config_schema.as_ref())?;
+
+    // Handle Ctrl-C from here on (until now it just ends the process, with
+    // nothing to clean up): one pressed before the task has started stops it
+    // as soon as it has.
+    let signals = Signals::new()?;
+    alloc.lay_out(&names.task)?;
+    let fifos = alloc.fifos(&names.task)?;
+
+    // The agent's plugin config (an absent one still gets its defaults).
     driver
         .set_config(plugin_msgpack, Some(NOMAD_PORTS))
         .await
         .map_err(|e| CommandError(format!("the driver refused the plugin config: {e}")))?;
-
-    alloc.lay_out(&names.task)?;
-    let fifos = alloc.fifos(&names.task)?;
     let readers = [
         copy_fifo(fifos.0.clone(), Stream::Stdout),
         copy_fifo(fifos.1.clone(), Stream::Stderr),
@@ -102,9 +107,6 @@ async fn run_in(guest: &Path, file: &Path, o: &Options, alloc: &AllocDir) -> Res
         }
     });
 
-    // Handle Ctrl-C from here on: one pressed while the task starts stops
-    // it as soon as it has started.
-    let signals = Signals::new()?;
     let spec = crate::nomad::convert::task_config(&pb_config);
     let started = driver.start_task(spec, pb_config).await;
     let result = match started {
@@ -507,21 +509,23 @@ struct AllocDir {
 }
 
 impl AllocDir {
-    fn create() -> Result<Self> {
+    /// A new, not yet created, directory under the temporary directory.
+    fn new() -> Self {
         let suffix: [u8; 6] = rand::random();
         let root =
             std::env::temp_dir().join(format!("nomad-driver-wasm-run-{}", hex::encode(suffix)));
-        std::fs::create_dir(&root).map_err(|e| {
-            CommandError(format!(
-                "cannot create the allocation directory {}: {e}",
-                root.display()
-            ))
-        })?;
-        Ok(AllocDir { root })
+        AllocDir { root }
     }
 
-    /// `alloc/{logs,tmp,data}` and `<task>/{local,secrets,tmp,private}`.
+    /// Creates it with `alloc/{logs,tmp,data}` and
+    /// `<task>/{local,secrets,tmp,private}`.
     fn lay_out(&self, task: &str) -> Result<()> {
+        std::fs::create_dir(&self.root).map_err(|e| {
+            CommandError(format!(
+                "cannot create the allocation directory {}: {e}",
+                self.root.display()
+            ))
+        })?;
         let dirs = ["alloc/logs", "alloc/tmp", "alloc/data"]
             .iter()
             .map(|d| self.root.join(d))
@@ -550,6 +554,9 @@ impl AllocDir {
     }
 
     fn remove(&self) {
+        if !self.root.exists() {
+            return;
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.root) {
             progress(format_args!(
                 "could not remove the allocation directory {}: {e}",
