@@ -87,6 +87,33 @@ impl DecodeError {
     }
 }
 
+impl Diag {
+    /// The summary as Nomad's client prints it: it renames the JSON
+    /// syntax's "Extraneous JSON object property" to "Invalid label".
+    pub fn nomad_summary(&self) -> &str {
+        if self.summary == "Extraneous JSON object property" {
+            "Invalid label"
+        } else {
+            &self.summary
+        }
+    }
+}
+
+impl DecodeError {
+    /// The text Nomad's client gives for these diagnostics (its
+    /// `formattedDiagnosticErrors`: `summary: detail`, with the renaming
+    /// of [`Diag::nomad_summary`]), one per line, without field paths.
+    /// `Display` instead prints HCL's own diagnostic form with the field
+    /// path as the subject: `config.x: summary; detail`.
+    pub fn nomad_message(&self) -> String {
+        self.diags
+            .iter()
+            .map(|d| format!("{}: {}", d.nomad_summary(), d.detail))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, d) in self.diags.iter().enumerate() {
@@ -151,35 +178,44 @@ pub fn decode_json(spec: &Spec, config: &Json, vars: &Vars) -> Result<Val, Decod
     }
 }
 
-/// Finds the `config { }` block of the first `task` (at any depth, in
-/// document order) of a job file in HCL native syntax and returns its body.
-/// The error says which block was missing.
-pub fn task_config_from_job(job_hcl: &str) -> Result<hcl::edit::structure::Body, DecodeError> {
-    use hcl::edit::structure::Body;
+/// Finds, in a job file in HCL native syntax, the first `task` block (in
+/// document order, at any depth) that has a `config { }` block, and returns
+/// that task's name and config body. The error says what was missing.
+pub fn task_config_from_job(
+    job_hcl: &str,
+) -> Result<(String, hcl::edit::structure::Body), DecodeError> {
+    use hcl::edit::structure::{Block, BlockLabel, Body};
     let body = hcl::edit::parser::parse_body(job_hcl).map_err(|e| syntax_error("job", &e))?;
-    fn find(body: &Body) -> Option<Option<Body>> {
+    fn label(b: &Block) -> String {
+        match b.labels.first() {
+            Some(BlockLabel::String(s)) => s.as_str().to_string(),
+            Some(BlockLabel::Ident(i)) => i.as_str().to_string(),
+            None => String::new(),
+        }
+    }
+    /// (tasks seen, first task with a config).
+    fn find(body: &Body, tasks: &mut usize) -> Option<(String, Body)> {
         for block in body.blocks() {
             if block.ident.as_str() == "task" {
-                return Some(
-                    block
-                        .body
-                        .blocks()
-                        .find(|b| b.ident.as_str() == "config")
-                        .map(|b| b.body.clone()),
-                );
+                *tasks += 1;
+                if let Some(cfg) = block.body.blocks().find(|b| b.ident.as_str() == "config") {
+                    return Some((label(block), cfg.body.clone()));
+                }
+                continue;
             }
-            if let Some(found) = find(&block.body) {
+            if let Some(found) = find(&block.body, tasks) {
                 return Some(found);
             }
         }
         None
     }
-    match find(&body) {
-        Some(Some(cfg)) => Ok(cfg),
-        Some(None) => Err(DecodeError::one(
+    let mut tasks = 0;
+    match find(&body, &mut tasks) {
+        Some(found) => Ok(found),
+        None if tasks > 0 => Err(DecodeError::one(
             "job",
             "Missing config block",
-            "The first task block has no config block.",
+            format!("None of the job's {tasks} task blocks has a config block."),
         )),
         None => Err(DecodeError::one(
             "job",
@@ -189,9 +225,9 @@ pub fn task_config_from_job(job_hcl: &str) -> Result<hcl::edit::structure::Body,
     }
 }
 
-/// Decodes the config of the first task of a job file.
+/// Decodes the config of the first task of a job file that has one.
 pub fn decode_job_task(spec: &Spec, job_hcl: &str, vars: &Vars) -> Result<Vec<u8>, DecodeError> {
-    let cfg = task_config_from_job(job_hcl)?;
+    let (_, cfg) = task_config_from_job(job_hcl)?;
     let map = body_to_json(&cfg, "config").map_err(|(path, msg)| split_message(&path, &msg))?;
     decode_json(spec, &Json::Object(map), vars).map(|v| v.to_msgpack())
 }

@@ -179,6 +179,10 @@ fn vector_errors() {
         e.to_string(),
         "config.bogus: Extraneous JSON object property; No argument or block type is named \"bogus\"."
     );
+    assert_eq!(
+        e.nomad_message(),
+        "Invalid label: No argument or block type is named \"bogus\"."
+    );
     let e = decode_body(&spec, "").unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -426,6 +430,28 @@ fn job_file_first_task_config() {
     );
     let e = decode_job_task(&vector_spec(), r#"job "j" {}"#, &Vars::new()).unwrap_err();
     assert!(e.to_string().contains("Missing task block"), "{e}");
+    // A task without config (a sidecar) is skipped for the next one.
+    let two = r#"
+      job "j" {
+        group "g" {
+          task "sidecar" {
+            driver = "docker"
+          }
+          task "main" {
+            config {
+              command = "/bin/main"
+            }
+          }
+        }
+      }
+    "#;
+    let (name, _) = task_config_from_job(two).unwrap();
+    assert_eq!(name, "main");
+    let e = task_config_from_job("job \"j\" {\n  task \"a\" {}\n}").unwrap_err();
+    assert!(
+        e.to_string().contains("None of the job's 1 task blocks"),
+        "{e}"
+    );
 }
 
 #[test]
