@@ -126,7 +126,7 @@ fn literal_json(expr: &hcl::edit::expr::Expression) -> Option<Json> {
 /// interpolation such as `${NOMAD_TASK_DIR}`) is kept as template text for
 /// the client to interpolate when it decodes the config.
 fn expr_to_json(expr: &Expression, ctx: &Context, at: &str) -> Result<Json, (String, String)> {
-    match expr.evaluate(ctx) {
+    match guarded(|| expr.evaluate(ctx)).map_err(|m| (at.to_string(), m))? {
         Ok(v) => value_to_json(&v).map_err(|m| (at.to_string(), m)),
         Err(err) => {
             if let (hcl::eval::ErrorKind::UndefinedVar(_), Expression::TemplateExpr(t)) =
@@ -138,6 +138,19 @@ fn expr_to_json(expr: &Expression, ctx: &Context, at: &str) -> Result<Json, (Str
             Err((at.to_string(), eval_message(err.kind())))
         }
     }
+}
+
+/// Runs an hcl-rs evaluation, turning a panic inside it into an error.
+///
+/// hcl-rs's integer arithmetic panics on a remainder by zero (`7 % 0`) and,
+/// in debug builds, on overflow; a config must not take the host down, so
+/// such an expression becomes an error naming the field instead. (The
+/// panic message still reaches stderr through the default hook.)
+pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+        "Invalid expression; the arithmetic failed (a remainder by zero or an integer overflow)"
+            .to_string()
+    })
 }
 
 /// Rebuilds a template's text so that the JSON syntax reads it back as the
@@ -251,10 +264,10 @@ fn template_value(s: &str, ctx: &Context) -> Result<Val, String> {
     // A template that is a single interpolation yields the interpolated
     // value itself (HCL's interpolation unwrapping).
     if let [hcl::template::Element::Interpolation(i)] = elements {
-        let v = i.expr.evaluate(ctx).map_err(|e| eval_message(e.kind()))?;
+        let v = guarded(|| i.expr.evaluate(ctx))?.map_err(|e| eval_message(e.kind()))?;
         return value_to_val(&v);
     }
-    let text = template.evaluate(ctx).map_err(|e| eval_message(e.kind()))?;
+    let text = guarded(|| template.evaluate(ctx))?.map_err(|e| eval_message(e.kind()))?;
     Ok(Val::string(&text))
 }
 

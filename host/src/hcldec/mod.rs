@@ -904,9 +904,7 @@ pub fn eval_literal(src: &str) -> Result<Val, String> {
         .parse()
         .map_err(|e: hcl::Error| format!("invalid expression: {}", e.to_string().trim()))?;
     let ctx = body::function_context();
-    let v = expr
-        .evaluate(&ctx)
-        .map_err(|e| body::eval_message(e.kind()))?;
+    let v = body::guarded(|| expr.evaluate(&ctx))?.map_err(|e| body::eval_message(e.kind()))?;
     value_to_val(&v)
 }
 

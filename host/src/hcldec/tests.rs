@@ -664,3 +664,66 @@ fn deeply_nested_input_is_an_error_not_a_crash() {
         }
     }
 }
+
+#[test]
+fn arithmetic_that_panics_in_hcl_rs_is_an_error() {
+    let spec = vector_spec();
+    let e = decode_body(&spec, "command = \"x\"\ncount = 7 % 0").unwrap_err();
+    assert_eq!(e.diags[0].path, "config.count");
+    assert!(e.to_string().contains("remainder by zero"), "{e}");
+}
+
+/// Mutated inputs and schemas: every outcome is a value or an error, never
+/// a panic (the host decodes operator-written files with this code).
+#[test]
+fn mutated_inputs_and_schemas_never_panic() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let bases = [
+        "command = \"${NOMAD_TASK_DIR}/x\"\nargs = [\"a\", 1]\nmount {\n  ro = true\n}\nextra = { a = [1.5, \"x\"] }\nopts { level = \"%{ if true }y%{ endif }\" }",
+        "port \"http\" {\n  to = \"80\"\n}\ntag {\n  v = \"a\"\n}\nn = 1e30",
+        "a = <<EOT\nx ${y}\nEOT\nb = upper(\"x\")\nc = [for x in [1, 2] : x * 2]\nd = 1 == 1 ? \"t\" : \"f\"",
+    ];
+    let alphabet = b"{}[]()\"$%=\n .,:?-+*/!<>#\\0aZ_";
+    let specs = [vector_spec(), block_map_spec()];
+    let vars = Vars::new().env("NOMAD_TASK_DIR", "/t").env("y", "1");
+    for round in 0..3000 {
+        let base = bases[round % bases.len()].as_bytes();
+        let mut text = base.to_vec();
+        for _ in 0..(next() % 4 + 1) {
+            let at = (next() as usize) % (text.len() + 1);
+            let c = alphabet[(next() as usize) % alphabet.len()];
+            match next() % 3 {
+                0 if at < text.len() => text[at] = c,
+                1 if at < text.len() => {
+                    text.remove(at);
+                }
+                _ => text.insert(at, c),
+            }
+        }
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let mut spec = specs[round % specs.len()].clone();
+        if round % 5 == 0 {
+            // Point a random child reference anywhere, even backwards.
+            let n = spec.nodes.len() as u32;
+            let i = (next() as usize) % spec.nodes.len();
+            let to = (next() % u64::from(n + 2)) as u32;
+            match &mut spec.nodes[i] {
+                SpecNode::Object(fields) if !fields.is_empty() => fields[0].1 = to,
+                SpecNode::Block(b) => b.nested = to,
+                SpecNode::BlockList(b) | SpecNode::BlockSet(b) => b.nested = to,
+                SpecNode::BlockMap(b) => b.nested = to,
+                SpecNode::Default(d) => d.default = to,
+                SpecNode::Attr(a) => a.type_expr = "list(".into(),
+                _ => {}
+            }
+        }
+        let _ = decode_body_with(&spec, &text, &vars);
+        let _ = decode_body(&spec, &text);
+    }
+}
