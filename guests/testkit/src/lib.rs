@@ -1792,6 +1792,69 @@ mod tests {
         }
     }
 
+    fn request(method: &str, url: &str) -> http::Request {
+        http::Request {
+            method: method.into(),
+            url: url.into(),
+            headers: vec![("accept".into(), "application/json".into())],
+            body: Vec::new(),
+            timeout_ms: 0,
+            sign: Some(http::Signing {
+                key: "triton".into(),
+                key_id: None,
+                account: "acct".into(),
+                user: None,
+                algorithm: None,
+            }),
+            client_cert: None,
+        }
+    }
+
+    #[test]
+    fn http_replies_match_by_method_and_longest_url_prefix() {
+        use http::Host as _;
+        let mut s = state();
+        s.fake.http_replies.push((
+            String::new(),
+            "https://api.example/".into(),
+            HttpReply::status(404),
+        ));
+        s.fake.http_replies.push((
+            "GET".into(),
+            "https://api.example/my/machines".into(),
+            HttpReply::json("[]").header("X-Request-Id", "1"),
+        ));
+        s.fake.http_denied.push("https://evil.example".into());
+        let r = s
+            .send(request("get", "https://api.example/my/machines?limit=1"))
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"[]");
+        assert!(r.headers.contains(&("x-request-id".into(), "1".into())));
+        // Another method falls back to the catch-all prefix.
+        let r = s
+            .send(request("POST", "https://api.example/my/machines"))
+            .unwrap();
+        assert_eq!(r.status, 404);
+        assert!(matches!(
+            s.send(request("GET", "https://other.example/")),
+            Err(HttpError::Network(m)) if m.contains("no scripted response")
+        ));
+        assert!(matches!(
+            s.send(request("GET", "https://evil.example/x")),
+            Err(HttpError::NotGranted(_))
+        ));
+        assert!(matches!(
+            s.describe_key("triton".into()),
+            Err(HttpError::NotGranted(_))
+        ));
+        let Call::Http(first) = &s.fake.calls[0] else {
+            panic!("{:?}", s.fake.calls)
+        };
+        assert_eq!(first.sign.as_ref().map(|g| g.key.as_str()), Some("triton"));
+        assert_eq!(s.fake.calls.len(), 5);
+    }
+
     #[test]
     fn paths_normalise_without_escaping_the_root() {
         assert_eq!(normal_path("/a/./b//c/").unwrap(), "/a/b/c");

@@ -692,7 +692,12 @@ fn mutated_inputs_and_schemas_never_panic() {
     let alphabet = b"{}[]()\"$%=\n .,:?-+*/!<>#\\0aZ_";
     let specs = [vector_spec(), block_map_spec()];
     let vars = Vars::new().env("NOMAD_TASK_DIR", "/t").env("y", "1");
-    for round in 0..3000 {
+    // HCLDEC_MUTATION_ROUNDS raises the count for a longer search.
+    let rounds: usize = std::env::var("HCLDEC_MUTATION_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    for round in 0..rounds {
         let base = bases[round % bases.len()].as_bytes();
         let mut text = base.to_vec();
         for _ in 0..(next() % 4 + 1) {
