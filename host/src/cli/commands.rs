@@ -454,3 +454,21 @@ fn run(guest: &Path, file: &Path, o: &Options) -> Result<u8> {
         .map_err(|e| CommandError(format!("cannot start the async runtime: {e}")))?;
     rt.block_on(super::run_task::run(guest, file, o))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_in_the_table_is_dispatched() {
+        for c in super::super::COMMANDS {
+            let args: Vec<String> = c.args.iter().map(|_| "/nonexistent/x".into()).collect();
+            let e = match dispatch("nomad-driver-wasm", c, &args, &Options::default()) {
+                Err(e) => e.to_string(),
+                Ok(code) => panic!("{} succeeded ({code}) on a missing guest", c.name),
+            };
+            assert!(!e.contains("not handled"), "{}: {e}", c.name);
+            assert!(e.contains("/nonexistent/x"), "{}: {e}", c.name);
+        }
+    }
+}
