@@ -70,9 +70,10 @@ fn a_greeting_with_quotes_and_substitutions_is_one_argument() {
         h.program(shell, &format!("/usr/bin/{shell}"));
         h.set_config(&format!("shell = \"{shell}\"")).unwrap();
         let evil = r#"it's "quoted"; $(touch /tmp/pwned) `id` $HOME \$PATH"#;
-        // (A `${` cannot be written: Nomad interpolates task config strings
-        // with the task's variables, and even HCL's `$${` escape only
-        // survives the job parser, not that interpolation.)
+        // (No `${`: the client interpolates task config strings with the
+        // task's variables, and in the pipeline the decoder models
+        // (tests/conformance/jobconfig.go) HCL's `$${` escape is spent by
+        // the job parser, so `$${HOME}` is interpolated as `${HOME}`.)
         let hcl_value = evil.replace('\\', "\\\\").replace('"', "\\\"");
         h.start_task(&Task::new("greet").config(&format!("greeting = \"{hcl_value}\"")))
             .unwrap();
