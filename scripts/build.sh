@@ -10,6 +10,7 @@ cargo build -p nomad-wasm-host --profile "$profile"
 cargo build -p hello-guest -p misbehave-guest --target wasm32-wasip2 --profile guest
 cargo build -p nspawn-guest --target wasm32-wasip2 --profile guest
 cargo build -p pot-guest -p rkt-guest --target wasm32-wasip2 --profile guest
+cargo build -p triton-guest --target wasm32-wasip2 --profile guest
 # The hello driver in Python (componentize-py; installs its pinned tools from
 # PyPI). SKIP_HELLO_PY=1 leaves it out.
 [ "${SKIP_HELLO_PY:-0}" = 1 ] || guests/hello-py/build.sh

@@ -12,7 +12,7 @@ cargo fmt --all --check
 echo "== clippy (host, proto, SDK: native)"
 cargo clippy --workspace --all-targets --exclude hello-guest --exclude misbehave-guest -- -D warnings
 echo "== clippy (guests: wasm32-wasip2)"
-cargo clippy -p hello-guest -p misbehave-guest -p nomad-driver-sdk -p nspawn-guest -p pot-guest -p rkt-guest --target wasm32-wasip2 -- -D warnings
+cargo clippy -p hello-guest -p misbehave-guest -p nomad-driver-sdk -p nspawn-guest -p pot-guest -p rkt-guest -p triton-guest --target wasm32-wasip2 -- -D warnings
 
 scripts/build.sh
 
