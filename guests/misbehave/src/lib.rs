@@ -132,14 +132,20 @@ fn fs_probe(alloc_dir: &str) -> String {
     [
         outcome(fs::create_dir(&dir), |()| "mkdir".into()),
         outcome(fs::write_file(&file, b"hello", 0o644), |()| "write".into()),
-        outcome(fs::read_file(&file), |b| String::from_utf8_lossy(&b).into_owned()),
+        outcome(fs::read_file(&file), |b| {
+            String::from_utf8_lossy(&b).into_owned()
+        }),
         outcome(fs::list_dir(&dir), |l| {
-            l.iter().map(|e| e.name.clone()).collect::<Vec<_>>().join(",")
+            l.iter()
+                .map(|e| e.name.clone())
+                .collect::<Vec<_>>()
+                .join(",")
         }),
         outcome(fs::read_file("/etc/hostname"), |_| "read-outside".into()),
-        outcome(fs::read_file(&format!("{alloc_dir}/../../../../etc/passwd")), |_| {
-            "escaped".into()
-        }),
+        outcome(
+            fs::read_file(&format!("{alloc_dir}/../../../../etc/passwd")),
+            |_| "escaped".into(),
+        ),
     ]
     .join(";")
 }

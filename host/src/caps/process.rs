@@ -151,7 +151,10 @@ impl Proc {
         match std::io::Error::last_os_error() {
             _ if r == 0 => Ok(()),
             e if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-            e => Err(format!("sending signal {signal} to process {}: {e}", self.pid)),
+            e => Err(format!(
+                "sending signal {signal} to process {}: {e}",
+                self.pid
+            )),
         }
     }
 
