@@ -953,6 +953,7 @@ pub struct Task {
     ports: Vec<PortMapping>,
     mounts: Vec<Mount>,
     network_namespace: Option<String>,
+    node_attrs: Vec<(String, String)>,
 }
 
 impl Task {
@@ -974,7 +975,16 @@ impl Task {
             ports: Vec::new(),
             mounts: Vec::new(),
             network_namespace: None,
+            node_attrs: Vec::new(),
         }
+    }
+
+    /// A node attribute or meta value config templates may use, by its
+    /// dotted name: `.node_attr("attr.kernel.name", "linux")` makes
+    /// `${attr.kernel.name}` interpolate to `linux`.
+    pub fn node_attr(mut self, name: &str, value: &str) -> Task {
+        self.node_attrs.push((name.into(), value.into()));
+        self
     }
 
     /// The task's `config { }` body in HCL, decoded against the guest's
@@ -1153,6 +1163,9 @@ impl Task {
             .chain(self.env.iter().cloned())
         {
             vars = vars.env(k, v);
+        }
+        for (k, v) in &self.node_attrs {
+            vars = vars.node(k, v);
         }
         vars
     }

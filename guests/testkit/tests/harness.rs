@@ -165,6 +165,18 @@ fn config_templates_use_the_tasks_variables() {
     let argv = h.commands().pop().unwrap();
     let want = format!("dir={}/local foo=bar", task.task_dir());
     assert!(argv.contains(&want), "{argv:?}");
+
+    let task = Task::new("web")
+        .config(r#"greeting = "${attr.kernel.name}/${env["FOO"]}""#)
+        .env("FOO", "bar")
+        .node_attr("attr.kernel.name", "linux");
+    h.start_task(&task).unwrap();
+    assert!(
+        h.commands()
+            .pop()
+            .unwrap()
+            .contains(&"linux/bar".to_string())
+    );
 }
 
 #[test]
