@@ -1,0 +1,338 @@
+//! End to end: the REAL host binary (`nomad-driver-wasm run`, the same
+//! driver code Nomad drives) runs the BUILT Triton guest against the Triton
+//! simulator (`tests/triton-sim`), which verifies every CloudAPI request's
+//! HTTP Signature the way CloudAPI does. The key is an Ed25519 key made by
+//! `ssh-keygen` and held by the host (`--secret`).
+//!
+//! Needs: the guest (`cargo build -p triton-guest --target wasm32-wasip2
+//! --profile guest`), the host binary (`cargo build -p nomad-wasm-host`),
+//! `go` (builds the simulator) and `ssh-keygen`. This is not Nomad's
+//! go-plugin client (the conformance harness is), and not a real Triton.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nomad_wasm_host::caps::http::send;
+use nomad_wasm_host::grants::Grants;
+use nomad_wasm_host::runtime::bindings::nomad::driver::http::Request;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn checked(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Builds the simulator once per test binary (its own output file, so it
+/// never races the host tests' build).
+fn sim_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = repo().join("target/triton-sim-for-triton-tests");
+        checked(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg(".")
+                .current_dir(repo().join("tests/triton-sim"))
+                .env("GOPROXY", "off")
+                .env("GOFLAGS", "")
+                .env("GO111MODULE", "on")
+                .env("GOCACHE", repo().join("target/triton-sim-gocache"))
+                .env("GOPATH", repo().join("target/triton-sim-gopath")),
+        );
+        out
+    })
+}
+
+fn host_binary() -> PathBuf {
+    let p = repo().join("target/debug/nomad-driver-wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: cargo build -p nomad-wasm-host",
+        p.display()
+    );
+    p
+}
+
+fn guest() -> PathBuf {
+    let p = repo().join("target/wasm32-wasip2/guest/triton.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: cargo build -p triton-guest --target wasm32-wasip2 --profile guest",
+        p.display()
+    );
+    p
+}
+
+struct Sim {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Sim {
+    /// A simulator knowing the public half of a fresh key in a fresh dir.
+    fn start(name: &str) -> Sim {
+        let dir = repo().join(format!("target/triton-sim-tests/{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for k in ["key", "other"] {
+            checked(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(dir.join(k)),
+            );
+        }
+        let mut child = Command::new(sim_binary())
+            .args([
+                "-listen",
+                "127.0.0.1:0",
+                "-account",
+                "acct",
+                "-delay",
+                "100ms",
+                "-key",
+            ])
+            .arg(dir.join("key.pub"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().to_owned();
+        assert!(url.starts_with("http://"), "simulator printed {url:?}");
+        std::fs::write(
+            dir.join("plugin.hcl"),
+            format!(
+                "cloudapi_url = \"{url}\"\naccount = \"acct\"\nkey = \"triton\"\ndocker_url = \"{url}\"\n"
+            ),
+        )
+        .unwrap();
+        Sim { child, url, dir }
+    }
+
+    fn admin(&self, method: &str, path: &str, body: &str) -> Value {
+        let grants = Grants::default().with_http_origin(&self.url, None).unwrap();
+        let r = send(
+            &grants,
+            Request {
+                method: method.into(),
+                url: format!("{}{path}", self.url),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: body.as_bytes().to_vec(),
+                timeout_ms: 10_000,
+                sign: None,
+                client_cert: None,
+            },
+        )
+        .unwrap();
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        match self.admin("GET", "/__sim/requests", "") {
+            Value::Array(a) => a,
+            other => panic!("request log: {other}"),
+        }
+    }
+
+    fn machine(&self, name: &str) -> Option<Value> {
+        self.admin("GET", "/__sim/state", "")["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"].as_str().is_some_and(|n| n.starts_with(name)))
+            .cloned()
+    }
+
+    /// `nomad-driver-wasm run` of a task config body with the key `key`.
+    fn run(&self, config: &str, key: &str) -> Command {
+        let job = self.dir.join("task.hcl");
+        std::fs::write(&job, config).unwrap();
+        let mut c = Command::new(host_binary());
+        c.arg("run")
+            .arg(guest())
+            .arg(&job)
+            .arg("--plugin-config")
+            .arg(self.dir.join("plugin.hcl"))
+            .args(["--allow-http", &self.url, "--secret"])
+            .arg(format!("triton={}", self.dir.join(key).display()))
+            .args(["--cache-dir", "", "--state-dir"])
+            .arg(self.dir.join("state"));
+        c
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const DOCKER: &str = r#"
+api_type = "docker_api"
+docker_api {
+  cmd = ["sh", "-c", "exit 3"]
+  image {
+    name = "busybox"
+  }
+}
+tags {
+  role = "batch"
+}
+package {
+  name = "g4-highcpu-512M"
+}
+"#;
+
+const CLOUD: &str = r##"
+api_type = "cloud_api"
+cloud_api {
+  image {
+    name        = "base-64-lts"
+    most_recent = true
+  }
+  networks {
+    name = "My-Fabric-Network"
+  }
+  cloud_config = "#cloud-config"
+}
+tags {
+  role = "web"
+}
+fwrules {
+  web = "FROM any TO tag role=web ALLOW tcp PORT 80"
+}
+package {
+  name = "g4-highcpu-512M"
+}
+exit_strategy = "deleted"
+"##;
+
+#[test]
+fn docker_task_ends_with_the_containers_exit_code_and_cloudapi_calls_are_signed() {
+    let sim = Sim::start("docker-exit");
+    let out = sim.run(DOCKER, "key").output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let log = sim.requests();
+    let tags = log
+        .iter()
+        .find(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/tags")))
+        .unwrap_or_else(|| panic!("no tags request: {log:?}"));
+    assert_eq!(tags["auth_ok"], true, "{tags}");
+    assert_eq!(tags["algorithm"], "ed25519-sha512");
+    assert!(tags["key_id"].as_str().unwrap().starts_with("/acct/keys/"));
+    assert_eq!(tags["status"], 200);
+    // The exit code came from inspecting, not from a call held open on /wait.
+    assert!(
+        log.iter()
+            .all(|r| !r["path"].as_str().unwrap_or("").ends_with("/wait"))
+    );
+}
+
+#[test]
+fn cloud_task_provisions_then_a_failed_machine_is_a_non_zero_exit_and_destroy_cleans_up() {
+    let sim = Sim::start("cloud-failed");
+    let mut child = sim
+        .run(CLOUD, "key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let machine = loop {
+        if let Some(m) = sim.machine("local-local-task-")
+            && m["state"] == "running"
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the machine never ran");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(machine["metadata"]["cloud-init:user-data"], "#cloud-config");
+    assert_eq!(machine["tags"]["role"], "web");
+    let state = sim.admin("GET", "/__sim/state", "");
+    assert_eq!(
+        state["fwrules"][0]["description"],
+        "Nomad FWRule for service: web"
+    );
+    let id = machine["id"].as_str().unwrap();
+    sim.admin(
+        "POST",
+        &format!("/__sim/machines/{id}/state"),
+        r#"{"state":"failed"}"#,
+    );
+    let out = child_output(&mut child, Duration::from_secs(30));
+    assert_eq!(out.0, Some(1), "{}", out.1);
+    assert!(out.1.contains("the Triton instance failed"), "{}", out.1);
+    // exit_strategy = "deleted": destroy deleted the machine (the
+    // simulator takes its -delay to get there) and the rule.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sim.machine("local-local-task-").unwrap()["state"] != "deleted" {
+        assert!(Instant::now() < deadline, "the machine was not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let state = sim.admin("GET", "/__sim/state", "");
+    assert_eq!(state["fwrules"], serde_json::json!([]));
+    assert!(
+        sim.requests()
+            .iter()
+            .filter(|r| r["api"] == "cloudapi" && r["path"] != "/--ping")
+            .all(|r| r["auth_ok"] == true)
+    );
+}
+
+#[test]
+fn a_key_the_account_does_not_have_is_refused_clearly() {
+    let sim = Sim::start("wrong-key");
+    let out = sim.run(CLOUD, "other").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("looking up the package: HTTP 401 InvalidCredentials"),
+        "{text}"
+    );
+    assert!(sim.machine("local-local-task-").is_none());
+}
+
+/// Waits for the child's exit (killing it after `limit`), with its output.
+fn child_output(child: &mut Child, limit: Duration) -> (Option<i32>, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut text = String::new();
+            if let Some(mut s) = child.stdout.take() {
+                let _ = s.read_to_string(&mut text);
+            }
+            if let Some(mut s) = child.stderr.take() {
+                let _ = s.read_to_string(&mut text);
+            }
+            return (status.code(), text);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
