@@ -336,3 +336,58 @@ fn child_output(child: &mut Child, limit: Duration) -> (Option<i32>, String) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_stop_signals_the_container_and_escalates_to_sigkill_after_the_kill_timeout() {
+    let sim = Sim::start("docker-stop");
+    let stubborn = DOCKER.replace("\"exit 3\"", "\"trap '' TERM; sleep 100\"");
+    let mut child = sim
+        .run(&stubborn, "key")
+        .args(["--kill-timeout", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sim
+        .requests()
+        .iter()
+        .any(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/start")))
+    {
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    checked(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let (code, text) = child_output(&mut child, Duration::from_secs(30));
+    assert_eq!(code, Some(137), "{text}");
+    let kills: Vec<(String, f64)> = sim
+        .requests()
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/kill")))
+        .map(|r| {
+            (
+                r["query"].as_str().unwrap_or("").to_owned(),
+                seconds(r["time"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(kills.len(), 2, "{kills:?}");
+    assert_eq!(kills[0].0, "signal=SIGTERM");
+    assert_eq!(kills[1].0, "signal=SIGKILL");
+    let gap = kills[1].1 - kills[0].1;
+    assert!(
+        (1.8..4.0).contains(&gap),
+        "SIGKILL {gap}s after SIGTERM, not the 2s kill timeout"
+    );
+}
+
+/// Seconds of the day of an RFC 3339 time (enough to compare two times
+/// of one short test).
+fn seconds(t: &str) -> f64 {
+    let time = t.split('T').nth(1).unwrap().trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next().unwrap().parse().unwrap();
+    let m: f64 = parts.next().unwrap().parse().unwrap();
+    let s: f64 = parts.next().unwrap().parse().unwrap();
+    h * 3600.0 + m * 60.0 + s
+}
