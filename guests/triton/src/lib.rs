@@ -24,7 +24,7 @@ use nomad_driver_sdk::host::log;
 use nomad_driver_sdk::{
     Attribute, AttributeValue, Driver, DriverCapabilities, DriverError, ExitResult,
     FingerprintReport, FsIsolation, Health, NomadConfig, PluginInfo, Spec, TaskConfig, TaskPoll,
-    TaskRef, TaskStarted,
+    TaskRef, TaskStarted, TaskUsage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -558,6 +558,37 @@ impl Driver for Triton {
                 "CloudAPI machines take no signals".into(),
             )),
         }
+    }
+
+    /// Docker containers: memory from sdc-docker's stats (CPU needs two
+    /// samples, which a stateless call does not have, so it is not
+    /// reported). CloudAPI machines: none.
+    fn task_stats(config: Vec<u8>, task: TaskRef) -> Result<Option<TaskUsage>, DriverError> {
+        let plugin = plugin_conf(&config)?;
+        let client = Client { conf: &plugin };
+        let st = state(&task)?;
+        if st.kind != Kind::DockerApi {
+            return Ok(None);
+        }
+        let sample = expect(
+            client.docker(
+                "reading container stats",
+                &plan::container_stats(plugin.docker_version(), &st.id),
+            ),
+            "reading container stats",
+        )?;
+        let (usage, max) = plan::stats_memory(&sample);
+        Ok(Some(TaskUsage {
+            memory_rss_bytes: None,
+            memory_cache_bytes: None,
+            memory_swap_bytes: None,
+            memory_usage_bytes: usage,
+            memory_max_usage_bytes: max,
+            cpu_percent: None,
+            cpu_user_percent: None,
+            cpu_system_percent: None,
+            cpu_total_ticks: None,
+        }))
     }
 
     fn destroy_task(config: Vec<u8>, task: TaskRef) -> Result<(), DriverError> {

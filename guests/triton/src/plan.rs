@@ -585,6 +585,21 @@ pub fn delete_container(version: &str, id: &str) -> Req {
     )
 }
 
+/// One stats sample (`stream=0`): sdc-docker reports a container's
+/// memory; Triton has no stats for CloudAPI machines here.
+pub fn container_stats(version: &str, id: &str) -> Req {
+    Req::new(
+        "GET",
+        format!("/v{version}/containers/{}/stats?stream=0", enc(id)),
+    )
+}
+
+/// Memory usage and its peak, in bytes, from a stats sample.
+pub fn stats_memory(sample: &Value) -> (Option<u64>, Option<u64>) {
+    let m = &sample["memory_stats"];
+    (m["usage"].as_u64(), m["max_usage"].as_u64())
+}
+
 /// What a container inspect says: running, or exited with a code.
 pub fn container_phase(inspect: &Value) -> MachinePhase {
     let state = &inspect["State"];

@@ -470,3 +470,27 @@ fn docker_stop_signals_and_sigkill_escalates_destroy_keeps_or_deletes() {
         )]
     );
 }
+
+#[test]
+fn docker_stats_report_memory_and_cloud_has_none() {
+    let mut h = harness();
+    script_docker(&mut h);
+    let started = h.start_task(&Task::new("web").config(DOCKER_JOB)).unwrap();
+    h.http_reply(
+        "GET",
+        &format!("{DOCKER}/v1.24/containers/{CONTAINER}/stats?stream=0"),
+        HttpReply::json(
+            r#"{"memory_stats":{"usage":67108864,"max_usage":70000000,"limit":536870912}}"#,
+        ),
+    );
+    let u = h.task_stats(&started).unwrap().unwrap();
+    assert_eq!(u.memory_usage_bytes, Some(67_108_864));
+    assert_eq!(u.memory_max_usage_bytes, Some(70_000_000));
+    assert_eq!(u.cpu_percent, None);
+    let mut h = harness();
+    script_cloud(&mut h);
+    let started = h.start_task(&Task::new("web").config(CLOUD_JOB)).unwrap();
+    h.clear_calls();
+    assert!(h.task_stats(&started).unwrap().is_none());
+    assert!(h.http_requests().is_empty());
+}
