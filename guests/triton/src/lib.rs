@@ -88,6 +88,8 @@ fn plugin_conf(config: &[u8]) -> Result<PluginConf, DriverError> {
 /// One answer: status and parsed JSON body (null when empty or not JSON).
 struct Answer {
     status: u16,
+    /// `Retry-After` in seconds, if the answer carried one.
+    retry_after: Option<u32>,
     body: Vec<u8>,
 }
 
@@ -196,6 +198,11 @@ impl Client<'_> {
         .map_err(|e| http_error(what, e))?;
         Ok(Answer {
             status: r.status,
+            retry_after: r
+                .headers
+                .iter()
+                .find(|(k, _)| k == "retry-after")
+                .and_then(|(_, v)| v.trim().parse().ok()),
             body: r.body,
         })
     }
@@ -479,7 +486,10 @@ impl Driver for Triton {
                 &plan::error_message("polling the instance", answer.status, &answer.body),
                 &[],
             );
-            return Ok(TaskPoll::Running(POLL_BACKOFF_MS));
+            return Ok(TaskPoll::Running(plan::backoff_ms(
+                answer.retry_after,
+                POLL_BACKOFF_MS,
+            )));
         }
         if gone(answer.status) {
             return Ok(match st.exit_strategy {

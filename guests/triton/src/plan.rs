@@ -626,6 +626,15 @@ pub fn retryable(status: u16) -> bool {
     matches!(status, 420 | 429 | 502 | 503 | 504)
 }
 
+/// How long to wait after a throttled answer: its `Retry-After` (seconds,
+/// kept between 1 s and 60 s), else `default_ms`.
+pub fn backoff_ms(retry_after: Option<u32>, default_ms: u32) -> u32 {
+    match retry_after {
+        Some(s) => s.clamp(1, 60) * 1000,
+        None => default_ms,
+    }
+}
+
 /// A clear message for an error answer: CloudAPI's `{code, message}` or
 /// Docker's `{message}`, with what the code means.
 pub fn error_message(what: &str, status: u16, body: &[u8]) -> String {

@@ -241,6 +241,18 @@ fn cloud_poll_backs_off_on_throttling_and_network_errors_are_temporary() {
     h.http_reply(
         "GET",
         &format!("{API}/acct/machines/{MACHINE}"),
+        HttpReply::status(503).header("Retry-After", "3"),
+    );
+    assert_eq!(running(h.poll_task(&started).unwrap()), Some(3_000));
+    h.http_reply(
+        "GET",
+        &format!("{API}/acct/machines/{MACHINE}"),
+        HttpReply::status(503).header("Retry-After", "3600"),
+    );
+    assert_eq!(running(h.poll_task(&started).unwrap()), Some(60_000));
+    h.http_reply(
+        "GET",
+        &format!("{API}/acct/machines/{MACHINE}"),
         HttpReply::error(HttpError::Network("connection refused".into())),
     );
     match h.poll_task(&started) {

@@ -391,3 +391,28 @@ fn seconds(t: &str) -> f64 {
     let s: f64 = parts.next().unwrap().parse().unwrap();
     h * 3600.0 + m * 60.0 + s
 }
+
+#[test]
+fn injected_503s_on_polls_are_waited_out_and_on_create_fail_the_start_clearly() {
+    let sim = Sim::start("faults");
+    sim.admin(
+        "POST",
+        "/__sim/faults",
+        r#"{"errors":[{"method":"GET","path_prefix":"/v1.24/containers/","status":503,"count":2,"retry_after":1}]}"#,
+    );
+    let out = sim.run(DOCKER, "key").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let faulted = sim.requests().iter().filter(|r| r["status"] == 503).count();
+    assert_eq!(faulted, 2);
+
+    sim.admin(
+        "POST",
+        "/__sim/faults",
+        r#"{"errors":[{"method":"POST","path_prefix":"/v1.24/containers/create","status":503,"count":1}]}"#,
+    );
+    let out = sim.run(DOCKER, "key").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("creating the container: HTTP 503"), "{text}");
+}
