@@ -487,7 +487,10 @@ pub fn create_container(
         body.insert("Env".into(), json!(envs));
     }
     let mut labels: BTreeMap<String, String> = d.labels.clone();
-    labels.insert("com.joyent.package".into(), package.to_owned());
+    // No package named: sdc-docker picks its default (or by memory).
+    if !package.is_empty() {
+        labels.insert("com.joyent.package".into(), package.to_owned());
+    }
     if let Some(p) = &d.public_network {
         labels.insert("triton.network.public".into(), p.clone());
     }

@@ -378,6 +378,11 @@ fn minimal_configs_with_no_optional_maps_decode() {
         body,
         json!({"Image": "busybox:latest", "Labels": {"com.joyent.package": "p"}, "HostConfig": {}})
     );
+    let body = plan::create_container("1.24", &c, d, "n", "", &[])
+        .unwrap()
+        .body
+        .unwrap();
+    assert_eq!(body["Labels"], json!({}), "no package: no package label");
 }
 
 #[test]
