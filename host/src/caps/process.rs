@@ -180,6 +180,10 @@ pub struct ProcessTable {
     warm: Arc<WarmPool>,
 }
 
+/// How long after taking a spare supervisor the pool starts its
+/// replacement.
+const REFILL_DELAY: Duration = Duration::from_millis(20);
+
 /// How many idle supervisors the host keeps ready (each ~180 kB private).
 const WARM_SUPERVISORS: usize = 2;
 
@@ -249,22 +253,37 @@ impl WarmPool {
             return;
         }
         let pool = self.clone();
-        handle.spawn_blocking(move || {
-            while pool.idle.lock().map(|v| v.len() < pool.size).unwrap_or(false) {
-                match pool.start_one() {
-                    Ok(w) => {
-                        if let Ok(mut idle) = pool.idle.lock() {
-                            idle.push(w);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(exe = %pool.exe.display(), error = %e, "cannot start a spare supervisor");
-                        break;
+        handle.spawn(async move {
+            // Let the start that took a spare finish first: exec'ing the
+            // next one right away competes with the task's own spawn for
+            // the CPU, on the request path.
+            tokio::time::sleep(REFILL_DELAY).await;
+            let _ = tokio::task::spawn_blocking(move || pool.fill()).await;
+        });
+    }
+
+    /// Starts spares until the pool is full (on a blocking thread).
+    fn fill(&self) {
+        use std::sync::atomic::Ordering;
+        while self
+            .idle
+            .lock()
+            .map(|v| v.len() < self.size)
+            .unwrap_or(false)
+        {
+            match self.start_one() {
+                Ok(w) => {
+                    if let Ok(mut idle) = self.idle.lock() {
+                        idle.push(w);
                     }
                 }
+                Err(e) => {
+                    tracing::warn!(exe = %self.exe.display(), error = %e, "cannot start a spare supervisor");
+                    break;
+                }
             }
-            pool.filling.store(false, Ordering::Release);
-        });
+        }
+        self.filling.store(false, Ordering::Release);
     }
 }
 
