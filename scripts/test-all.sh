@@ -9,8 +9,8 @@ scripts/setup.sh
 
 echo "== fmt"
 cargo fmt --all --check
-echo "== clippy (host, proto, SDK: native)"
-cargo clippy --workspace --all-targets --exclude hello-guest --exclude misbehave-guest -- -D warnings
+echo "== clippy (host, proto, SDK, testkit, guests and their tests: native)"
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== clippy (guests: wasm32-wasip2)"
 cargo clippy -p hello-guest -p misbehave-guest -p nomad-driver-sdk -p nspawn-guest -p pot-guest -p rkt-guest -p triton-guest --target wasm32-wasip2 -- -D warnings
 
