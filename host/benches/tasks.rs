@@ -398,11 +398,24 @@ fn children_of(procs: &[ProcInfo], parents: &HashSet<u32>) -> Vec<u32> {
         .collect()
 }
 
-/// The host's live supervisors: its children running `__supervise`.
-fn supervisors(procs: &[ProcInfo], host: u32) -> Vec<u32> {
+/// The host's live task supervisors: its children running `__supervise`,
+/// except idle spares (`__supervise --pooled` that no `started.json` in the
+/// state dir names yet).
+fn supervisors(procs: &[ProcInfo], host: u32, state_dir: &Path) -> Vec<u32> {
+    let recorded: HashSet<u32> = std::fs::read_dir(state_dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_to_string(e.path().join("started.json")).ok())
+                .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .filter_map(|v| v.get("supervisor_pid")?.as_u64())
+                .filter_map(|p| u32::try_from(p).ok())
+                .collect()
+        })
+        .unwrap_or_default();
     procs
         .iter()
         .filter(|p| p.ppid == host && p.state != 'Z' && p.cmdline.contains(SUPERVISE))
+        .filter(|p| !p.cmdline.contains("--pooled") || recorded.contains(&p.pid))
         .map(|p| p.pid)
         .collect()
 }
@@ -884,7 +897,7 @@ async fn bench_memory(p: &Paths, cache: &Path, n: usize, concurrency: usize) -> 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let host_p2 = mem(hpid)?;
     let procs = all_procs();
-    let sup_pids = supervisors(&procs, hpid);
+    let sup_pids = supervisors(&procs, hpid, &host.state_dir);
     let sups = sum_mem(&sup_pids)?;
     let sup_set: HashSet<u32> = sup_pids.iter().copied().collect();
     let bash: HashSet<u32> = children_of(&procs, &sup_set).into_iter().collect();
@@ -1039,7 +1052,7 @@ async fn bench_scale(p: &Paths, cache: &Path, n: usize, concurrency: usize) -> R
     let host_threads = status_field(hpid, "Threads");
     let host_fds = open_fds(hpid);
     let procs = all_procs();
-    let sup_pids = supervisors(&procs, hpid);
+    let sup_pids = supervisors(&procs, hpid, &host.state_dir);
     if sup_pids.len() != n {
         problems.push(format!(
             "{} supervisors running, expected {n}",
