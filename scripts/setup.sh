@@ -19,6 +19,12 @@ command -v ssh-keygen >/dev/null 2>&1 || need_apt=1
 command -v node >/dev/null 2>&1 || need_apt=1
 command -v npm >/dev/null 2>&1 || need_apt=1
 
+# node and npm: only when missing. A machine with NodeSource's nodejs (which
+# bundles npm) cannot take Debian's npm package: the two conflict.
+node_pkgs=""
+command -v node >/dev/null 2>&1 || node_pkgs="nodejs"
+command -v npm >/dev/null 2>&1 || node_pkgs="$node_pkgs npm"
+
 if [ "$need_apt" = 1 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -29,7 +35,7 @@ if [ "$need_apt" = 1 ]; then
         golang-github-zclconf-go-cty-dev golang-github-hashicorp-hcl-v2-dev \
         golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev \
         protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-github-hashicorp-go-hclog-dev \
-        bash ca-certificates systemd-container busybox-static openssl openssh-client nodejs npm >/dev/null
+        bash ca-certificates systemd-container busybox-static openssl openssh-client $node_pkgs >/dev/null
 fi
 
 # node's http-signature (CloudAPI's own verifier), for host/tests/http_cap.rs.
