@@ -12,6 +12,9 @@
 #   NSPAWN_WASM      nspawn guest (default target/wasm32-wasip2/guest/nspawn.wasm)
 #   POT_WASM         pot guest    (default target/wasm32-wasip2/guest/pot.wasm)
 #   RKT_WASM         rkt guest    (default target/wasm32-wasip2/guest/rkt.wasm)
+#   TRITON_WASM      triton guest (default target/wasm32-wasip2/guest/triton.wasm);
+#                    the Triton tests also build tests/triton-sim (Go, module
+#                    mode, offline) and need ssh-keygen
 #   CONFORMANCE_GOPATH  build dir for the generated Go stubs
 #                       (default target/conformance-gopath)
 #
@@ -39,6 +42,8 @@ export NSPAWN_WASM
 POT_WASM="$(abspath "${POT_WASM:-target/wasm32-wasip2/guest/pot.wasm}")"
 RKT_WASM="$(abspath "${RKT_WASM:-target/wasm32-wasip2/guest/rkt.wasm}")"
 export POT_WASM RKT_WASM
+TRITON_WASM="$(abspath "${TRITON_WASM:-target/wasm32-wasip2/guest/triton.wasm}")"
+export TRITON_WASM
 export CONFORMANCE_REPO="$repo"
 
 gopath="$(abspath "${CONFORMANCE_GOPATH:-target/conformance-gopath}")"

@@ -1,0 +1,607 @@
+package conformance
+
+// The Triton guest end to end, as Nomad drives it, against the Triton
+// simulator (tests/triton-sim: CloudAPI + sdc-docker, verifies every HTTP
+// Signature, injects faults). The host is launched by go-plugin with the
+// guest, an HTTP grant for the simulator's origin and the account's key
+// (--secret); the plugin config is examples/triton/agent.hcl's with its
+// endpoints pointed at the simulator; task configs are the job files of
+// examples/triton/ decoded through the guest's TaskConfigSchema as Nomad
+// decodes them. Only the datacenter-specific names (package, networks) are
+// changed to the simulator's, and the container gets a command where the
+// test needs a behaviour (the simulator runs nothing: it reads `exit N`,
+// `sleep N`, `trap '' TERM` from the command).
+//
+// Timing: the guest polls a running instance every 5 s (tritonPollRunning),
+// so an end is seen at most one poll interval after it happens; the bounds
+// below allow that interval plus slack.
+//
+// Not a real Triton: the simulator keeps everything in memory.
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"conformancepb/drivers"
+	"conformancepb/structs"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+const (
+	simPackage       = "g4-highcpu-512M"
+	simFabricNetwork = "My-Fabric-Network"
+	simPublicNetwork = "Joyent-SDC-Public"
+)
+
+// tritonSlack is what an end may take beyond the moment it is due: one
+// running-poll interval and 2 s.
+const tritonSlack = tritonPollRunning + 2*time.Second
+
+// dockerExample is examples/triton/example-docker.nomad's task config for
+// the simulator: its package and public network renamed to the
+// simulator's, and cmd (if given) as the container's command.
+func dockerExample(t *testing.T, cmd []string, edit func(m map[string]interface{})) (JobTask, map[string]interface{}) {
+	t.Helper()
+	return tritonJobConfig(t, "example-docker.nomad", func(m map[string]interface{}) {
+		m["package"] = []interface{}{map[string]interface{}{"name": simPackage}}
+		d := tritonBlock(t, m, "docker_api")
+		d["public_network"] = simPublicNetwork
+		if cmd != nil {
+			d["cmd"] = cmd
+		}
+		if edit != nil {
+			edit(m)
+		}
+	})
+}
+
+// cloudExample is examples/triton/example-cloudapi.nomad's task config
+// (exit_strategy "deleted", a firewall rule, tags) for the simulator.
+func cloudExample(t *testing.T, edit func(m map[string]interface{})) (JobTask, map[string]interface{}) {
+	t.Helper()
+	return tritonJobConfig(t, "example-cloudapi.nomad", func(m map[string]interface{}) {
+		m["package"] = []interface{}{map[string]interface{}{"name": simPackage}}
+		c := tritonBlock(t, m, "cloud_api")
+		c["networks"] = []interface{}{map[string]interface{}{"name": simFabricNetwork}}
+		if edit != nil {
+			edit(m)
+		}
+	})
+}
+
+func exitStrategy(s string) func(m map[string]interface{}) {
+	return func(m map[string]interface{}) { m["exit_strategy"] = s }
+}
+
+// waitPolled waits until the guest has polled the instance (a GET whose
+// path contains its id) at least once after start: the host follows the
+// task from then on.
+func (s *tritonSim) waitPolled(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, r := range s.requests(t) {
+			if r.Method == "GET" && strings.Contains(r.Path, id) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no poll of %s within 10 s; requests: %v", id, s.requests(t))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// polls counts the GETs whose path contains id.
+func (s *tritonSim) polls(t *testing.T, id string) int {
+	t.Helper()
+	n := 0
+	for _, r := range s.requests(t) {
+		if r.Method == "GET" && strings.Contains(r.Path, id) {
+			n++
+		}
+	}
+	return n
+}
+
+// containerID is the id of the one container named name.
+func (s *tritonSim) containerID(t *testing.T, name string) string {
+	t.Helper()
+	cs := s.state(t).containersNamed(name)
+	if len(cs) != 1 {
+		t.Fatalf("containers named %s: %v", name, cs)
+	}
+	return cs[0]["Id"].(string)
+}
+
+// creates counts the create requests (docker `?name=`, or a CloudAPI
+// POST /:login/machines whose body names it) for the instance name.
+func (s *tritonSim) creates(t *testing.T, name string) int {
+	t.Helper()
+	n := 0
+	for _, r := range s.requests(t) {
+		if r.Method == "POST" && (strings.HasSuffix(r.Path, "/containers/create") && strings.Contains(r.Query, name) ||
+			r.Path == "/"+tritonAccount+"/machines" && strings.Contains(r.Body, name)) {
+			n++
+		}
+	}
+	return n
+}
+
+// requireExit checks a WaitTask result: exit code, no signal, and the
+// error text (empty, or containing errMention).
+func requireExit(t *testing.T, w *drivers.WaitTaskResponse, code int32, errMention string) {
+	t.Helper()
+	r := w.GetResult()
+	okErr := w.GetErr() == ""
+	if errMention != "" {
+		okErr = strings.Contains(w.GetErr(), errMention)
+	}
+	if r.GetExitCode() != code || r.GetSignal() != 0 || !okErr {
+		t.Errorf("WaitTask = {exit_code %d, signal %d, err %q}, want exit_code %d, signal 0, err mentioning %q",
+			r.GetExitCode(), r.GetSignal(), w.GetErr(), code, errMention)
+	}
+}
+
+// requireRecoverable: a StartTask failure Nomad retries under the restart
+// policy (a RecoverableError{recoverable: true} first detail), not
+// UNAVAILABLE/CANCELED, whose message names what failed.
+func requireRecoverable(t *testing.T, err error, what string, mentions ...string) {
+	t.Helper()
+	for _, m := range mentions {
+		requireOrdinaryError(t, err, what, m)
+	}
+	if err == nil {
+		return
+	}
+	st := status.Convert(err)
+	details := st.Details()
+	if len(details) == 0 {
+		t.Errorf("%s: status %v %q carries no RecoverableError detail (Nomad treats it as fatal)", what, st.Code(), st.Message())
+		return
+	}
+	re, ok := details[0].(*structs.RecoverableError)
+	if !ok {
+		t.Errorf("%s: first status detail is %T, want RecoverableError", what, details[0])
+		return
+	}
+	if !re.GetRecoverable() {
+		t.Errorf("%s: RecoverableError{recoverable: false}; a 503 is temporary and should be retried", what)
+	}
+	if st.Code() == codes.Unavailable || st.Code() == codes.Canceled {
+		t.Errorf("%s: code %v", what, st.Code())
+	}
+}
+
+// TestTritonDockerExample: example-docker.nomad through StartTask →
+// TaskEvents → WaitTask with the container's own exit code → DestroyTask
+// (twice), and what the simulator holds afterwards for each exit_strategy.
+func TestTritonDockerExample(t *testing.T) {
+	sim := startTritonSim(t)
+	c := tritonLaunch(t, sim, t.TempDir())
+	ev := potCollectEvents(t, c.Configured)
+
+	t.Run("exit code 3, stopped container kept", func(t *testing.T) {
+		jt, cfg := dockerExample(t, []string{"sh", "-c", "exit 3"}, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		resp := tritonStart(t, c, tk)
+		if resp.GetHandle().GetConfig().GetId() != tk.ID || len(resp.GetHandle().GetDriverState()) == 0 {
+			t.Errorf("StartTask handle: config id %q, %d bytes of driver_state", resp.GetHandle().GetConfig().GetId(), len(resp.GetHandle().GetDriverState()))
+		}
+		e := ev.waitFor(t, "Triton container "+name+" created and started", 5*time.Second)
+		if e.GetTaskId() != tk.ID || e.GetAllocId() != tk.AllocID {
+			t.Errorf("event routed to %s/%s, want %s/%s", e.GetAllocId(), e.GetTaskId(), tk.AllocID, tk.ID)
+		}
+		st := sim.state(t)
+		cs := st.containersNamed(name)
+		if len(cs) != 1 {
+			t.Fatalf("containers named %s: %v", name, st.Containers)
+		}
+		labels, _ := cs[0]["Config"].(map[string]interface{})["Labels"].(map[string]interface{})
+		if labels["group"] != "webservice-cache" || labels["com.joyent.package"] != simPackage {
+			t.Errorf("container labels %v, want the job's group label and the package", labels)
+		}
+		ms := st.machinesNamed(name)
+		if len(ms) != 1 || ms[0]["tags"].(map[string]interface{})["role"] != "cache" {
+			t.Errorf("the container's machine %v, want one tagged role=cache (tagged through signed CloudAPI)", ms)
+		}
+
+		w, took := c.waitTask(t, tk.ID, 20*time.Second)
+		requireExit(t, w, 3, "")
+		if took > tritonSlack+2*time.Second {
+			t.Errorf("WaitTask took %v for a container that exits at once", took)
+		}
+		destroyTwice(t, c, tk.ID)
+		cs = sim.state(t).containersNamed(name)
+		if len(cs) != 1 {
+			t.Fatalf("exit_strategy \"stopped\" (the default) keeps the container; simulator has %v", cs)
+		}
+		if s := cs[0]["State"].(map[string]interface{}); s["Running"] != false || s["ExitCode"] != float64(3) {
+			t.Errorf("kept container state %v, want not running with exit code 3", s)
+		}
+	})
+
+	t.Run("exit_strategy deleted removes the container", func(t *testing.T) {
+		jt, cfg := dockerExample(t, []string{"sh", "-c", "exit 5"}, exitStrategy("deleted"))
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		tritonStart(t, c, tk)
+		w, _ := c.waitTask(t, tk.ID, 20*time.Second)
+		requireExit(t, w, 5, "")
+		destroyTwice(t, c, tk.ID)
+		st := sim.state(t)
+		if cs := st.containersNamed(name); len(cs) != 0 {
+			t.Errorf("after DestroyTask under exit_strategy \"deleted\" the simulator still has %v", cs)
+		}
+		for _, r := range sim.requests(t) {
+			if r.API == "cloudapi" && r.Path != "/--ping" && !r.AuthOK {
+				t.Errorf("CloudAPI request not authenticated: %v", r)
+			}
+		}
+	})
+}
+
+// TestTritonCloudExample: example-cloudapi.nomad (exit_strategy "deleted",
+// a firewall rule, tags, user-script): the machine provisions, a machine
+// forced to `failed` is a non-zero exit with a message, DestroyTask
+// (twice) deletes the machine and the rule. Then how `stopped` and
+// `deleted` machines end a task under each exit_strategy.
+func TestTritonCloudExample(t *testing.T) {
+	sim := startTritonSim(t)
+	c := tritonLaunch(t, sim, t.TempDir())
+	ev := potCollectEvents(t, c.Configured)
+
+	t.Run("failed machine is exit 1; destroy deletes machine and rule", func(t *testing.T) {
+		jt, cfg := cloudExample(t, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		tritonStart(t, c, tk)
+		ev.waitFor(t, "Triton machine "+name+" created", 5*time.Second)
+		m := sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
+		if tags := m["tags"].(map[string]interface{}); tags["role"] != "web" {
+			t.Errorf("machine tags %v, want role=web", tags)
+		}
+		if md := m["metadata"].(map[string]interface{}); !strings.Contains(md["user-script"].(string), "svcadm enable nginx") {
+			t.Errorf("machine metadata %v, want the job's user-script", md)
+		}
+		if m["firewall_enabled"] != true {
+			t.Errorf("firewall_enabled = %v, want true (fwenabled)", m["firewall_enabled"])
+		}
+		if rules := sim.state(t).FWRules; len(rules) != 1 || !strings.Contains(rules[0]["rule"].(string), "ALLOW tcp PORT 80") {
+			t.Errorf("firewall rules %v, want the job's one rule", rules)
+		}
+		w := c.waitAsync(tk.ID)
+		w.requireBlocked(t, 500*time.Millisecond, "running machine")
+		sim.forceMachineState(t, m["id"].(string), "failed")
+		res := w.get(t, tritonSlack, "after the machine failed")
+		requireExit(t, res, 1, "failed")
+		destroyTwice(t, c, tk.ID)
+		sim.waitMachine(t, name, 5*time.Second, "deleted", inState("deleted"))
+		if rules := sim.state(t).FWRules; len(rules) != 0 {
+			t.Errorf("after DestroyTask the simulator still has firewall rules %v", rules)
+		}
+		if n := len(sim.state(t).machinesNamed(name)); n != 1 {
+			t.Errorf("%d machines named %s, want 1", n, name)
+		}
+	})
+
+	t.Run("exit_strategy stopped: stopped machine is exit 0 and kept", func(t *testing.T) {
+		jt, cfg := cloudExample(t, exitStrategy("stopped"))
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		tritonStart(t, c, tk)
+		m := sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
+		sim.forceMachineState(t, m["id"].(string), "stopped")
+		w, _ := c.waitTask(t, tk.ID, tritonSlack)
+		requireExit(t, w, 0, "")
+		destroyTwice(t, c, tk.ID)
+		if m := sim.waitMachine(t, name, time.Second, "kept", func(map[string]interface{}) bool { return true }); m["state"] != "stopped" {
+			t.Errorf("exit_strategy \"stopped\": machine %s after destroy, want it kept stopped", m["state"])
+		}
+		if rules := sim.state(t).FWRules; len(rules) != 0 {
+			t.Errorf("the task's firewall rule outlived DestroyTask: %v", rules)
+		}
+	})
+
+	t.Run("exit_strategy deleted: stopped machine keeps the task, deleted ends it", func(t *testing.T) {
+		jt, cfg := cloudExample(t, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		tritonStart(t, c, tk)
+		m := sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
+		w := c.waitAsync(tk.ID)
+		id := m["id"].(string)
+		polls := sim.polls(t, id)
+		sim.forceMachineState(t, id, "stopped")
+		// Once the guest has seen the stopped machine, the task still runs.
+		deadline := time.Now().Add(tritonSlack)
+		for sim.polls(t, id) == polls {
+			if time.Now().After(deadline) {
+				t.Fatalf("the machine was not polled within %v", tritonSlack)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		w.requireBlocked(t, 500*time.Millisecond, "exit_strategy deleted with a stopped machine")
+		sim.forceMachineState(t, m["id"].(string), "deleted")
+		requireExit(t, w.get(t, tritonSlack, "after the machine was deleted"), 0, "")
+		destroyTwice(t, c, tk.ID)
+	})
+}
+
+// TestTritonStopTask: StopTask with the job's timeout ends the task no
+// later than the timeout plus slack, with the result the guest reports
+// (the container's real exit code; 0 for a stopped/deleted machine).
+func TestTritonStopTask(t *testing.T) {
+	sim := startTritonSim(t)
+	c := tritonLaunch(t, sim, t.TempDir())
+
+	stop := func(t *testing.T, tk *Task, timeout time.Duration) (*drivers.WaitTaskResponse, time.Duration) {
+		t.Helper()
+		w := c.waitAsync(tk.ID)
+		start := time.Now()
+		if _, err := c.Driver.StopTask(rpcCtx(t, timeout+30*time.Second), &drivers.StopTaskRequest{TaskId: tk.ID, Timeout: dur(timeout), Signal: "SIGTERM"}); err != nil {
+			t.Fatalf("StopTask: %v", err)
+		}
+		res := w.get(t, timeout+tritonSlack, "after StopTask")
+		took := w.at.Sub(start)
+		if took > timeout+tritonSlack {
+			t.Errorf("the task ended %v after StopTask with a %v timeout (allowed: timeout + %v)", took, timeout, tritonSlack)
+		}
+		return res, took
+	}
+
+	t.Run("docker ignoring SIGTERM is killed after the timeout: 137", func(t *testing.T) {
+		jt, cfg := dockerExample(t, []string{"sh", "-c", "trap '' TERM; sleep 100"}, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		tritonStart(t, c, tk)
+		sim.waitPolled(t, sim.containerID(t, name))
+		res, took := stop(t, tk, 2*time.Second)
+		requireExit(t, res, 137, "")
+		if took < 1800*time.Millisecond {
+			t.Errorf("a container ignoring SIGTERM ended %v after StopTask, before the 2 s timeout", took)
+		}
+		if cs := sim.state(t).containersNamed(name); len(cs) != 1 || cs[0]["State"].(map[string]interface{})["Running"] != false {
+			t.Errorf("container after StopTask: %v, want it not running", cs)
+		}
+		destroyTwice(t, c, tk.ID)
+	})
+
+	t.Run("docker honouring SIGTERM ends long before the 30 s kill_timeout: 143", func(t *testing.T) {
+		// The example's redis runs until stopped; kill_timeout = "30s".
+		jt, cfg := dockerExample(t, nil, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		tritonStart(t, c, tk)
+		sim.waitPolled(t, sim.containerID(t, tritonInstanceName(tk)))
+		res, took := stop(t, tk, 30*time.Second)
+		requireExit(t, res, 143, "")
+		if took > tritonSlack {
+			t.Errorf("a container that ends on SIGTERM took %v to stop (allowed %v: one poll + slack)", took, tritonSlack)
+		}
+		destroyTwice(t, c, tk.ID)
+	})
+
+	t.Run("cloud exit_strategy stopped: machine stopped, exit 0", func(t *testing.T) {
+		jt, cfg := cloudExample(t, exitStrategy("stopped"))
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		tritonStart(t, c, tk)
+		sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
+		res, _ := stop(t, tk, 5*time.Second)
+		requireExit(t, res, 0, "")
+		sim.waitMachine(t, name, time.Second, "stopped", inState("stopped"))
+		destroyTwice(t, c, tk.ID)
+		sim.waitMachine(t, name, time.Second, "kept stopped", inState("stopped"))
+	})
+
+	t.Run("cloud exit_strategy deleted: machine deleted, exit 0", func(t *testing.T) {
+		jt, cfg := cloudExample(t, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		tritonStart(t, c, tk)
+		sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
+		res, _ := stop(t, tk, 5*time.Second)
+		requireExit(t, res, 0, "")
+		sim.waitMachine(t, name, time.Second, "deleted", inState("deleted"))
+		destroyTwice(t, c, tk.ID)
+		if rules := sim.state(t).FWRules; len(rules) != 0 {
+			t.Errorf("firewall rules after DestroyTask: %v", rules)
+		}
+	})
+}
+
+// TestTritonFaults: injected 503s on polls are waited out and the real
+// exit code still arrives; a 503 on create fails StartTask with a clear,
+// recoverable error and leaves nothing behind; a machine whose
+// provisioning fails is a non-zero exit.
+func TestTritonFaults(t *testing.T) {
+	sim := startTritonSim(t)
+	c := tritonLaunch(t, sim, t.TempDir())
+
+	t.Run("503 on polls, with latency", func(t *testing.T) {
+		sim.setFaults(t, map[string]interface{}{
+			"latency_ms": 100,
+			"errors": []map[string]interface{}{
+				{"method": "GET", "path_prefix": "/v1.24/containers/", "status": 503, "count": 2, "retry_after": 1},
+			},
+		})
+		defer sim.setFaults(t, map[string]interface{}{})
+		jt, cfg := dockerExample(t, []string{"sh", "-c", "sleep 1; exit 3"}, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		tritonStart(t, c, tk)
+		w, _ := c.waitTask(t, tk.ID, 30*time.Second)
+		requireExit(t, w, 3, "")
+		faulted := 0
+		for _, r := range sim.requests(t) {
+			if r.Fault && r.Status == 503 {
+				faulted++
+			}
+		}
+		if faulted != 2 {
+			t.Errorf("%d polls answered 503, want the 2 injected", faulted)
+		}
+		destroyTwice(t, c, tk.ID)
+	})
+
+	t.Run("503 on container create", func(t *testing.T) {
+		sim.setFaults(t, map[string]interface{}{"errors": []map[string]interface{}{
+			{"method": "POST", "path_prefix": "/v1.24/containers/create", "status": 503, "count": 1},
+		}})
+		defer sim.setFaults(t, map[string]interface{}{})
+		jt, cfg := dockerExample(t, []string{"sh", "-c", "exit 0"}, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		_, err := c.Driver.StartTask(rpcCtx(t, 30*time.Second), &drivers.StartTaskRequest{Task: tk.Config})
+		requireRecoverable(t, err, "StartTask with a 503 on create", "creating the container", "503")
+		if cs := sim.state(t).containersNamed(tritonInstanceName(tk)); len(cs) != 0 {
+			t.Errorf("a failed start left containers behind: %v", cs)
+		}
+		// The fault is spent: the restart Nomad makes succeeds.
+		tk2 := tritonTask(t, c, jt, cfg)
+		tritonStart(t, c, tk2)
+		w, _ := c.waitTask(t, tk2.ID, 20*time.Second)
+		requireExit(t, w, 0, "")
+		destroyTwice(t, c, tk2.ID)
+	})
+
+	t.Run("503 on machine create leaves no machine or firewall rule", func(t *testing.T) {
+		sim.setFaults(t, map[string]interface{}{"errors": []map[string]interface{}{
+			{"method": "POST", "path_prefix": "/" + tritonAccount + "/machines", "status": 503, "count": 1},
+		}})
+		defer sim.setFaults(t, map[string]interface{}{})
+		jt, cfg := cloudExample(t, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		_, err := c.Driver.StartTask(rpcCtx(t, 30*time.Second), &drivers.StartTaskRequest{Task: tk.Config})
+		requireRecoverable(t, err, "StartTask with a 503 on machine create", "creating the machine", "503")
+		st := sim.state(t)
+		if ms := st.machinesNamed(tritonInstanceName(tk)); len(ms) != 0 {
+			t.Errorf("a failed start left machines behind: %v", ms)
+		}
+		if len(st.FWRules) != 0 {
+			t.Errorf("a failed start left its firewall rules behind (NOMAD-PROTOCOL §8.3: clean up what a failed start created): %v", st.FWRules)
+		}
+	})
+
+	t.Run("failed provisioning is exit 1", func(t *testing.T) {
+		jt, cfg := cloudExample(t, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		sim.setFaults(t, map[string]interface{}{"fail_provision": []string{name}})
+		defer sim.setFaults(t, map[string]interface{}{})
+		tritonStart(t, c, tk)
+		w, _ := c.waitTask(t, tk.ID, 20*time.Second)
+		requireExit(t, w, 1, "failed")
+		sim.waitMachine(t, name, time.Second, "failed", inState("failed"))
+		destroyTwice(t, c, tk.ID)
+	})
+}
+
+// TestTritonRecoverAfterHostSIGKILL: the host process is SIGKILLed (no
+// Shutdown); a new host recovers the task from the TaskHandle StartTask
+// returned (without msgpack_driver_config, as Nomad stores it), reattaches
+// without creating a second instance, reports the real exit when the
+// instance ends, and a second RecoverTask is harmless. An instance that
+// ended while no host ran reports its real result after recovery.
+func TestTritonRecoverAfterHostSIGKILL(t *testing.T) {
+	sim := startTritonSim(t)
+
+	recoverTwice := func(t *testing.T, c *killableHost, h *drivers.TaskHandle) {
+		t.Helper()
+		for i := 1; i <= 2; i++ {
+			if _, err := c.Driver.RecoverTask(rpcCtx(t, 20*time.Second), &drivers.RecoverTaskRequest{Handle: storedHandle(h)}); err != nil {
+				t.Fatalf("RecoverTask #%d: %v", i, err)
+			}
+		}
+	}
+
+	t.Run("running container", func(t *testing.T) {
+		stateDir := t.TempDir()
+		c1 := tritonLaunch(t, sim, stateDir)
+		jt, cfg := dockerExample(t, nil, nil)
+		tk := tritonTask(t, c1, jt, cfg)
+		name := tritonInstanceName(tk)
+		resp := tritonStart(t, c1, tk)
+		id := sim.containerID(t, name)
+		sim.waitPolled(t, id)
+		c1.sigkill(t)
+		c2 := tritonLaunch(t, sim, stateDir)
+		tritonCleanup(t, c2, tk)
+		recoverTwice(t, c2, resp.GetHandle())
+		w := c2.waitAsync(tk.ID)
+		w.requireBlocked(t, time.Second, "recovered running container")
+		if cs, n := sim.state(t).containersNamed(name), sim.creates(t, name); len(cs) != 1 || n != 1 {
+			t.Fatalf("after recovery: containers %v, %d creates; want the one container", cs, n)
+		}
+		sim.exitContainer(t, id, 42)
+		requireExit(t, w.get(t, tritonSlack, "recovered container after exit 42"), 42, "")
+		destroyTwice(t, c2, tk.ID)
+	})
+
+	t.Run("running machine", func(t *testing.T) {
+		stateDir := t.TempDir()
+		c1 := tritonLaunch(t, sim, stateDir)
+		jt, cfg := cloudExample(t, nil)
+		tk := tritonTask(t, c1, jt, cfg)
+		name := tritonInstanceName(tk)
+		resp := tritonStart(t, c1, tk)
+		m := sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
+		c1.sigkill(t)
+		c2 := tritonLaunch(t, sim, stateDir)
+		tritonCleanup(t, c2, tk)
+		recoverTwice(t, c2, resp.GetHandle())
+		w := c2.waitAsync(tk.ID)
+		w.requireBlocked(t, time.Second, "recovered running machine")
+		if ms, n := sim.state(t).machinesNamed(name), sim.creates(t, name); len(ms) != 1 || n != 1 {
+			t.Fatalf("after recovery: machines %v, %d creates; want the one machine", ms, n)
+		}
+		sim.forceMachineState(t, m["id"].(string), "failed")
+		requireExit(t, w.get(t, tritonSlack, "recovered machine after it failed"), 1, "failed")
+		destroyTwice(t, c2, tk.ID)
+		sim.waitMachine(t, name, 5*time.Second, "deleted", inState("deleted"))
+		if rules := sim.state(t).FWRules; len(rules) != 0 {
+			t.Errorf("the recovered task's firewall rule outlived DestroyTask: %v", rules)
+		}
+	})
+
+	t.Run("container exited while no host ran", func(t *testing.T) {
+		stateDir := t.TempDir()
+		c1 := tritonLaunch(t, sim, stateDir)
+		jt, cfg := dockerExample(t, nil, nil)
+		tk := tritonTask(t, c1, jt, cfg)
+		name := tritonInstanceName(tk)
+		resp := tritonStart(t, c1, tk)
+		c1.sigkill(t)
+		cs := sim.state(t).containersNamed(name)
+		if len(cs) != 1 {
+			t.Fatalf("containers named %s: %v", name, cs)
+		}
+		sim.exitContainer(t, cs[0]["Id"].(string), 7)
+		c2 := tritonLaunch(t, sim, stateDir)
+		tritonCleanup(t, c2, tk)
+		recoverTwice(t, c2, resp.GetHandle())
+		w, _ := c2.waitTask(t, tk.ID, 5*time.Second)
+		requireExit(t, w, 7, "")
+		destroyTwice(t, c2, tk.ID)
+	})
+
+	t.Run("machine failed while no host ran", func(t *testing.T) {
+		stateDir := t.TempDir()
+		c1 := tritonLaunch(t, sim, stateDir)
+		jt, cfg := cloudExample(t, exitStrategy("stopped"))
+		tk := tritonTask(t, c1, jt, cfg)
+		name := tritonInstanceName(tk)
+		resp := tritonStart(t, c1, tk)
+		m := sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
+		c1.sigkill(t)
+		sim.forceMachineState(t, m["id"].(string), "failed")
+		c2 := tritonLaunch(t, sim, stateDir)
+		tritonCleanup(t, c2, tk)
+		recoverTwice(t, c2, resp.GetHandle())
+		w, _ := c2.waitTask(t, tk.ID, 5*time.Second)
+		requireExit(t, w, 1, "failed")
+		destroyTwice(t, c2, tk.ID)
+	})
+}
