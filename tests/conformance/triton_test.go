@@ -467,6 +467,22 @@ func TestTritonFaults(t *testing.T) {
 		destroyTwice(t, c, tk2.ID)
 	})
 
+	t.Run("503 after the container was created leaves no container", func(t *testing.T) {
+		// The tags go to the container's machine through CloudAPI between
+		// the container's create and its start.
+		sim.setFaults(t, map[string]interface{}{"errors": []map[string]interface{}{
+			{"method": "POST", "path_prefix": "/" + tritonAccount + "/machines/", "status": 503, "count": 1},
+		}})
+		defer sim.setFaults(t, map[string]interface{}{})
+		jt, cfg := dockerExample(t, []string{"sh", "-c", "exit 0"}, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		_, err := c.Driver.StartTask(rpcCtx(t, 30*time.Second), &drivers.StartTaskRequest{Task: tk.Config})
+		requireRecoverable(t, err, "StartTask with a 503 on tagging", "tagging the instance", "503")
+		if cs := sim.state(t).containersNamed(tritonInstanceName(tk)); len(cs) != 0 {
+			t.Errorf("a failed start left its container behind (NOMAD-PROTOCOL §8.3: clean up what a failed start created): %v", cs)
+		}
+	})
+
 	t.Run("503 on machine create leaves no machine or firewall rule", func(t *testing.T) {
 		sim.setFaults(t, map[string]interface{}{"errors": []map[string]interface{}{
 			{"method": "POST", "path_prefix": "/" + tritonAccount + "/machines", "status": 503, "count": 1},
