@@ -398,9 +398,17 @@ fn children_of(procs: &[ProcInfo], parents: &HashSet<u32>) -> Vec<u32> {
         .collect()
 }
 
-/// The host's live task supervisors: its children running `__supervise`,
-/// except idle spares (`__supervise --pooled` that no `started.json` in the
-/// state dir names yet).
+/// The host's supervisor zygote: its child running `__supervise --zygote`.
+fn zygote_of(procs: &[ProcInfo], host: u32) -> Option<u32> {
+    procs
+        .iter()
+        .find(|p| p.ppid == host && p.state != 'Z' && p.cmdline.contains("--zygote"))
+        .map(|p| p.pid)
+}
+
+/// The host's live task supervisors: its children (or its zygote's)
+/// running `__supervise`, except the zygote and idle spares (those that no
+/// `started.json` in the state dir names yet).
 fn supervisors(procs: &[ProcInfo], host: u32, state_dir: &Path) -> Vec<u32> {
     let recorded: HashSet<u32> = std::fs::read_dir(state_dir)
         .map(|d| {
@@ -412,10 +420,18 @@ fn supervisors(procs: &[ProcInfo], host: u32, state_dir: &Path) -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default();
+    let zygote = zygote_of(procs, host);
     procs
         .iter()
-        .filter(|p| p.ppid == host && p.state != 'Z' && p.cmdline.contains(SUPERVISE))
-        .filter(|p| !p.cmdline.contains("--pooled") || recorded.contains(&p.pid))
+        .filter(|p| {
+            (p.ppid == host || Some(p.ppid) == zygote)
+                && p.state != 'Z'
+                && p.cmdline.contains(SUPERVISE)
+        })
+        .filter(|p| {
+            let spare_or_zygote = p.cmdline.contains("--pooled") || p.cmdline.contains("--zygote");
+            !spare_or_zygote || recorded.contains(&p.pid)
+        })
         .map(|p| p.pid)
         .collect()
 }
@@ -839,6 +855,9 @@ struct MemResult {
     host_p3: Mem,
     sups: Mem,
     sup_count: usize,
+    /// The zygote that forks supervisors: one per host, charged to the
+    /// tasks (the forked supervisors share its pages).
+    zygote: Mem,
     task_procs: Mem,
     task_proc_count: usize,
     breakdown: Vec<(String, u64, u64, u64)>,
@@ -859,12 +878,16 @@ impl MemResult {
     }
 
     fn per_task(&self) -> f64 {
-        (self.host_growth() + self.sups.private() as f64) / self.n as f64
+        (self.host_growth() + self.sups.private() as f64 + self.zygote.private() as f64)
+            / self.n as f64
     }
 
     /// The same, charging the warm-up's one-time growth to the tasks too.
     fn per_task_from_cold(&self) -> f64 {
-        (growth(&self.host_p0, &self.host_p2) + self.sups.private() as f64) / self.n as f64
+        (growth(&self.host_p0, &self.host_p2)
+            + self.sups.private() as f64
+            + self.zygote.private() as f64)
+            / self.n as f64
     }
 }
 
@@ -899,6 +922,10 @@ async fn bench_memory(p: &Paths, cache: &Path, n: usize, concurrency: usize) -> 
     let procs = all_procs();
     let sup_pids = supervisors(&procs, hpid, &host.state_dir);
     let sups = sum_mem(&sup_pids)?;
+    let zygote = match zygote_of(&procs, hpid) {
+        Some(z) => sum_mem(&[z])?,
+        None => Mem::default(),
+    };
     let sup_set: HashSet<u32> = sup_pids.iter().copied().collect();
     let bash: HashSet<u32> = children_of(&procs, &sup_set).into_iter().collect();
     let mut tp = children_of(&procs, &bash);
@@ -933,6 +960,7 @@ async fn bench_memory(p: &Paths, cache: &Path, n: usize, concurrency: usize) -> 
         host_p3,
         sup_count: sup_pids.len(),
         sups,
+        zygote,
         task_proc_count: tp.len(),
         task_procs,
         breakdown,
@@ -1234,6 +1262,7 @@ fn run() -> Res<bool> {
         );
     };
     row("supervisors (bar)", &m.sups, m.sup_count);
+    row("(charged once) the supervisor zygote", &m.zygote, 1);
     row(
         "(info) task processes (bash -c, exec's sleep)",
         &m.task_procs,

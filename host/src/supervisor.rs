@@ -27,6 +27,16 @@
 //! (a line) with the task's stdout and stderr descriptors attached
 //! (SCM_RIGHTS). Only the task's own spawn is then left on the request path.
 //! A pooled supervisor whose host goes away sees end-of-file and exits.
+//!
+//! The zygote: refilling the pool by exec'ing the host binary costs about a
+//! millisecond of CPU, which on a small node lands on the next StartTask. So
+//! the host execs one more process ahead, `__supervise --zygote`, which warms
+//! up once and then, for each request byte on its control socket, forks a
+//! pooled supervisor (no exec: its pages are shared with the zygote) and
+//! sends the host that supervisor's control socket and pid (SCM_RIGHTS). The
+//! zygote ignores SIGCHLD, so the kernel reaps the supervisors it forked;
+//! the host watches each through a pidfd. The zygote is single-threaded,
+//! which is what makes `fork` without `exec` sound.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -42,6 +52,9 @@ pub const SUBCOMMAND: &str = "__supervise";
 
 /// In place of the directory: wait for an assignment on the control socket.
 pub const POOLED: &str = "--pooled";
+
+/// In place of the directory: fork pooled supervisors on request.
+pub const ZYGOTE: &str = "--zygote";
 
 pub const SPEC_FILE: &str = "spec.json";
 pub const STARTED_FILE: &str = "started.json";
@@ -157,9 +170,20 @@ pub fn run(dir: &Path) -> ExitCode {
         report(&format!("error setsid: {e}"));
         return ExitCode::from(1);
     }
+    if dir == Path::new(ZYGOTE) {
+        return zygote();
+    }
+    if dir == Path::new(POOLED) {
+        warm_up();
+    }
+    serve(dir)
+}
+
+/// A supervisor's life after its session exists: pooled (wait for the
+/// assignment) or given its directory on the command line.
+fn serve(dir: &Path) -> ExitCode {
     let assigned;
     let dir = if dir == Path::new(POOLED) {
-        warm_up();
         match receive_assignment() {
             Ok(d) => {
                 assigned = d;
@@ -209,6 +233,159 @@ fn warm_up() {
             .status();
     }
     let _ = start_time(std::process::id());
+}
+
+/// Zygote mode (see the module docs): forks one pooled supervisor per
+/// request byte on the control socket (stdin) and answers `<pid>\n` with the
+/// supervisor's control socket attached. Exits when the host closes the
+/// socket.
+fn zygote() -> ExitCode {
+    // The kernel reaps what we fork: no zombies, no SIGCHLD handling.
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler
+    // and touches no memory of ours.
+    #[allow(unsafe_code)]
+    let ignored = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGCHLD,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
+    if ignored.is_err() {
+        return ExitCode::from(1);
+    }
+    warm_up();
+    let control = std::io::stdin();
+    let mut request = [0u8; 1];
+    loop {
+        match rustix::io::read(control.as_fd(), &mut request) {
+            Ok(0) => return ExitCode::SUCCESS,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return ExitCode::from(1),
+        }
+        let (host_end, shim_end) = match std::os::unix::net::UnixStream::pair() {
+            Ok(p) => p,
+            Err(_) => return ExitCode::from(1),
+        };
+        // SAFETY: this process is single-threaded (the zygote starts no
+        // threads, and std's runtime starts none), so the child is a
+        // complete copy that may run any code.
+        #[allow(unsafe_code)]
+        let forked = unsafe { nix::unistd::fork() };
+        match forked {
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(host_end);
+                // SAFETY: as above, restoring the default disposition.
+                #[allow(unsafe_code)]
+                let _ = unsafe {
+                    nix::sys::signal::signal(
+                        nix::sys::signal::Signal::SIGCHLD,
+                        nix::sys::signal::SigHandler::SigDfl,
+                    )
+                };
+                // Our control socket becomes stdin, as for an exec'd spare.
+                if rustix::stdio::dup2_stdin(&shim_end).is_err() {
+                    std::process::exit(1);
+                }
+                drop(shim_end);
+                let code = match nix::unistd::setsid() {
+                    Ok(_) => serve(Path::new(POOLED)),
+                    Err(_) => ExitCode::from(1),
+                };
+                // Leave without returning into the zygote's loop.
+                let _ = std::io::stdout().flush();
+                std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                drop(shim_end);
+                let line = format!("{}\n", child.as_raw());
+                if send_with_fd(&control, line.as_bytes(), host_end.as_fd()).is_err() {
+                    return ExitCode::from(1);
+                }
+            }
+            Err(_) => {
+                // Out of processes: say so (pid 0, no socket).
+                drop((host_end, shim_end));
+                if rustix::io::write(control.as_fd(), b"0\n").is_err() {
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    }
+}
+
+/// Sends `bytes` with one descriptor attached on a Unix socket.
+fn send_with_fd(
+    sock: impl AsFd,
+    bytes: &[u8],
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::mem::MaybeUninit;
+    let fds = [fd];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(std::io::Error::other("no room for the descriptor"));
+    }
+    let sent = rustix::net::sendmsg(
+        sock,
+        &[std::io::IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    if sent != bytes.len() {
+        return Err(std::io::Error::other("short write on the control socket"));
+    }
+    Ok(())
+}
+
+/// Host side: asks the zygote on `sock` for one pooled supervisor; returns
+/// its pid and control socket.
+pub fn fork_from_zygote(
+    sock: &std::os::unix::net::UnixStream,
+) -> std::io::Result<(u32, std::os::unix::net::UnixStream)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    use std::mem::MaybeUninit;
+    rustix::net::send(sock, b"f", rustix::net::SendFlags::NOSIGNAL)?;
+    let mut line = Vec::with_capacity(16);
+    let mut fds: Vec<std::os::fd::OwnedFd> = Vec::new();
+    let mut buf = [0u8; 32];
+    while line.last() != Some(&b'\n') {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = match rustix::net::recvmsg(
+            sock,
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m.bytes,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for msg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(received) = msg {
+                fds.extend(received);
+            }
+        }
+        if got == 0 {
+            return Err(std::io::Error::other("the zygote closed its socket"));
+        }
+        line.extend_from_slice(&buf[..got]);
+        if line.len() > 16 {
+            return Err(std::io::Error::other("the zygote's answer is too long"));
+        }
+    }
+    let pid: u32 = std::str::from_utf8(&line[..line.len() - 1])
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .filter(|&p| p > 0)
+        .ok_or_else(|| std::io::Error::other("the zygote could not fork"))?;
+    let fd = fds
+        .pop()
+        .ok_or_else(|| std::io::Error::other("the zygote sent no socket"))?;
+    Ok((pid, std::os::unix::net::UnixStream::from(fd)))
 }
 
 /// Pooled mode: reads `<dir>\n` from the control socket (stdin) with the

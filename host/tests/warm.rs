@@ -50,20 +50,21 @@ async fn until_idle(t: &ProcessTable, n: usize) {
     }
 }
 
-/// Our children that are idle pooled supervisors.
-fn pooled_children() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let ppid = after.split_whitespace().nth(1).unwrap_or("");
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            ppid == me && cmd.windows(8).any(|w| w == b"--pooled")
-        })
-        .collect()
+/// The parent pid of `pid`, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The signals a process ignores (`SigIgn` in /proc/<pid>/status).
+fn ignored_signals(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .unwrap();
+    u64::from_str_radix(line.trim(), 16).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,6 +74,7 @@ async fn a_task_starts_in_a_spare_supervisor_with_its_output_descriptors() {
     let t = table(&state);
     t.prewarm();
     until_idle(&t, 2).await;
+    let spares = t.warm_idle_pids();
 
     let (reader, writer) = std::io::pipe().unwrap();
     let p = tokio::task::block_in_place(|| {
@@ -89,14 +91,22 @@ async fn a_task_starts_in_a_spare_supervisor_with_its_output_descriptors() {
     BufReader::new(reader).read_line(&mut line).unwrap();
     assert_eq!(line, "hello from the task\n");
 
-    // The task runs under one of the spare supervisors.
+    // The task runs under one of the spare supervisors, which the zygote
+    // forked (no exec of the host binary).
     let started: Started = supervisor::read_json(&p.dir, supervisor::STARTED_FILE).unwrap();
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", started.supervisor_pid)).unwrap();
     assert!(
-        cmdline.windows(8).any(|w| w == b"--pooled"),
-        "supervisor cmdline {:?}",
-        String::from_utf8_lossy(&cmdline)
+        spares.contains(&started.supervisor_pid),
+        "supervisor {} is not one of the idle spares {spares:?}",
+        started.supervisor_pid
     );
+    let zygote = t.zygote_pid().expect("a zygote runs");
+    assert_eq!(parent_of(started.supervisor_pid), Some(zygote));
+    // The zygote ignores SIGCHLD (the kernel reaps its forks); neither the
+    // supervisor nor the task may inherit that, or their exits get lost.
+    const SIGCHLD_BIT: u64 = 1 << (libc::SIGCHLD - 1);
+    assert_ne!(ignored_signals(zygote) & SIGCHLD_BIT, 0);
+    assert_eq!(ignored_signals(started.supervisor_pid) & SIGCHLD_BIT, 0);
+    assert_eq!(ignored_signals(started.pid) & SIGCHLD_BIT, 0);
     // The pool is topped up again in the background.
     until_idle(&t, 2).await;
 
@@ -114,11 +124,11 @@ async fn spare_supervisors_that_died_while_idle_are_skipped() {
     let t = table(&state);
     t.prewarm();
     until_idle(&t, 2).await;
-    let idle = pooled_children();
-    assert!(idle.len() >= 2, "found pooled supervisors {idle:?}");
+    let idle = t.warm_idle_pids();
+    assert_eq!(idle.len(), 2, "idle spares {idle:?}");
     for pid in &idle {
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(*pid),
+            nix::unistd::Pid::from_raw(*pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
@@ -165,4 +175,47 @@ async fn without_spares_every_start_execs_its_supervisor() {
         .await
         .unwrap();
     assert_eq!((exit.code, exit.signal), (143, 15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_zygote_is_replaced_and_starts_still_work() {
+    let _serial = SERIAL.lock().await;
+    let state = tempfile::tempdir().unwrap();
+    let t = table(&state);
+    t.prewarm();
+    until_idle(&t, 2).await;
+    let zygote = t.zygote_pid().expect("a zygote runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // Two starts use up the spares forked before; refilling after them
+    // finds the zygote dead and starts a new one.
+    for n in 0..3 {
+        let p = tokio::task::block_in_place(|| {
+            t.spawn(
+                sh("exit 5"),
+                Limits::default(),
+                null(),
+                null(),
+                Some(format!("zygote-{n}")),
+            )
+        })
+        .unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(10), p.wait())
+            .await
+            .unwrap();
+        assert_eq!(exit.code, 5);
+        until_idle(&t, 2).await;
+    }
+    let again = t.zygote_pid().expect("a new zygote runs");
+    assert_ne!(again, zygote);
+    let idle = t.warm_idle_pids();
+    assert!(
+        idle.iter().any(|&pid| parent_of(pid) == Some(again)),
+        "no idle spare {idle:?} was forked by the new zygote {again}"
+    );
 }

@@ -187,21 +187,78 @@ const REFILL_DELAY: Duration = Duration::from_millis(20);
 /// How many idle supervisors the host keeps ready (each ~180 kB private).
 const WARM_SUPERVISORS: usize = 2;
 
-/// Supervisors exec'd ahead of need, each waiting for one assignment on
+/// Supervisors started ahead of need, each waiting for one assignment on
 /// its control socket (see [`supervisor`]), so StartTask does not pay for
-/// an exec of the host binary.
+/// an exec of the host binary. They are forked by the zygote (a supervisor
+/// process exec'd once); if it cannot be had, each is exec'd.
 #[derive(Debug)]
 struct WarmPool {
     exe: PathBuf,
     size: usize,
     idle: Mutex<Vec<Warm>>,
     filling: std::sync::atomic::AtomicBool,
+    zygote: Mutex<Option<Zygote>>,
 }
 
 #[derive(Debug)]
-struct Warm {
-    child: tokio::process::Child,
+struct Zygote {
+    /// Held so that it is reaped once dropped; it exits when `sock` closes.
+    _child: tokio::process::Child,
     sock: UnixStream,
+}
+
+/// How long the zygote may take to answer a fork request.
+const ZYGOTE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+struct Warm {
+    sup: SupervisorProc,
+    sock: UnixStream,
+}
+
+/// A supervisor process, as the host can wait for it.
+#[derive(Debug)]
+enum SupervisorProc {
+    /// Exec'd by this host: our child.
+    Child(tokio::process::Child),
+    /// Forked by the zygote (which the kernel reaps for): watched through a
+    /// pidfd opened while it was idle, so its pid cannot have been reused.
+    Forked { pid: u32, pidfd: OwnedFd },
+}
+
+impl SupervisorProc {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            SupervisorProc::Child(c) => c.id(),
+            SupervisorProc::Forked { pid, .. } => Some(*pid),
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            SupervisorProc::Child(c) => {
+                let _ = c.start_kill();
+            }
+            SupervisorProc::Forked { pidfd, .. } => {
+                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
+            }
+        }
+    }
+
+    /// Waits until the supervisor has exited.
+    async fn exited(self) {
+        match self {
+            SupervisorProc::Child(mut c) => {
+                let _ = c.wait().await;
+            }
+            SupervisorProc::Forked { pidfd, .. } => {
+                if let Ok(fd) = pidfd_async(pidfd) {
+                    // A pidfd turns readable when the process exits.
+                    let _ = fd.readable().await;
+                }
+            }
+        }
+    }
 }
 
 impl WarmPool {
@@ -211,10 +268,14 @@ impl WarmPool {
             size,
             idle: Mutex::new(Vec::new()),
             filling: std::sync::atomic::AtomicBool::new(false),
+            zygote: Mutex::new(None),
         })
     }
 
     fn start_one(&self) -> std::io::Result<Warm> {
+        if let Some(w) = self.fork_one() {
+            return Ok(w);
+        }
         let (host_end, shim_end) = UnixStream::pair()?;
         let child = tokio::process::Command::new(&self.exe)
             .arg(supervisor::SUBCOMMAND)
@@ -225,9 +286,73 @@ impl WarmPool {
             .kill_on_drop(false)
             .spawn()?;
         Ok(Warm {
-            child,
+            sup: SupervisorProc::Child(child),
             sock: host_end,
         })
+    }
+
+    /// A spare forked by the zygote (started first if need be), or none if
+    /// the zygote cannot be had; a zygote that failed is dropped, and the
+    /// next refill starts a new one.
+    fn fork_one(&self) -> Option<Warm> {
+        let mut zygote = self.zygote.lock().ok()?;
+        if zygote.is_none() {
+            match self.start_zygote() {
+                Ok(z) => *zygote = Some(z),
+                Err(e) => {
+                    tracing::warn!(exe = %self.exe.display(), error = %e, "cannot start the supervisor zygote; exec'ing spares instead");
+                    return None;
+                }
+            }
+        }
+        let z = zygote.as_ref()?;
+        let forked = supervisor::fork_from_zygote(&z.sock).and_then(|(pid, sock)| {
+            let raw = rustix::process::Pid::from_raw(pid as i32)
+                .ok_or_else(|| std::io::Error::other("the zygote sent pid 0"))?;
+            let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::NONBLOCK)?;
+            Ok(Warm {
+                sup: SupervisorProc::Forked { pid, pidfd },
+                sock,
+            })
+        });
+        match forked {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "the supervisor zygote failed; starting a new one next time");
+                *zygote = None;
+                None
+            }
+        }
+    }
+
+    fn start_zygote(&self) -> std::io::Result<Zygote> {
+        let (host_end, shim_end) = UnixStream::pair()?;
+        let child = tokio::process::Command::new(&self.exe)
+            .arg(supervisor::SUBCOMMAND)
+            .arg(supervisor::ZYGOTE)
+            .stdin(Stdio::from(OwnedFd::from(shim_end)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(false)
+            .spawn()?;
+        host_end.set_read_timeout(Some(ZYGOTE_TIMEOUT))?;
+        Ok(Zygote {
+            _child: child,
+            sock: host_end,
+        })
+    }
+
+    /// The pids of the idle spares.
+    fn idle_pids(&self) -> Vec<u32> {
+        self.idle
+            .lock()
+            .map(|v| v.iter().filter_map(|w| w.sup.pid()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The zygote's pid, if one runs.
+    fn zygote_pid(&self) -> Option<u32> {
+        self.zygote.lock().ok()?.as_ref()?._child.id()
     }
 
     /// Hands the assignment to an idle supervisor, if one takes it.
@@ -240,7 +365,7 @@ impl WarmPool {
                 Err(e) => {
                     // It died while idle (killed by someone); try the next.
                     tracing::debug!(error = %e, "idle supervisor gone");
-                    let _ = w.child.start_kill();
+                    w.sup.kill();
                 }
             }
         }
@@ -330,6 +455,16 @@ impl ProcessTable {
     /// How many spare supervisors wait idle right now.
     pub fn warm_idle(&self) -> usize {
         self.warm.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// The pids of the spare supervisors waiting idle right now.
+    pub fn warm_idle_pids(&self) -> Vec<u32> {
+        self.warm.idle_pids()
+    }
+
+    /// The pid of the zygote that forks spare supervisors, if one runs.
+    pub fn zygote_pid(&self) -> Option<u32> {
+        self.warm.zygote_pid()
     }
 
     /// Keeps `n` spare supervisors instead of the default (0: none; every
@@ -453,8 +588,8 @@ impl ProcessTable {
             .map_err(|e| cleanup(format!("writing the process spec: {e}")))?;
         let warm = self.warm.assign(&dir, &stdout, &stderr);
         self.warm.refill(&handle);
-        let (mut child, host_end) = match warm {
-            Some(w) => (w.child, w.sock),
+        let (mut sup, host_end) = match warm {
+            Some(w) => (w.sup, w.sock),
             None => {
                 let (host_end, shim_end) = UnixStream::pair()
                     .map_err(|e| cleanup(format!("creating the control socket: {e}")))?;
@@ -469,12 +604,12 @@ impl ProcessTable {
                     .spawn()
                     .map_err(|e| cleanup(format!("starting the supervisor: {e}")))?;
                 // `cmd` drops here, closing our copy of the supervisor's end.
-                (child, host_end)
+                (SupervisorProc::Child(child), host_end)
             }
         };
         let _ = host_end.set_read_timeout(Some(SUPERVISOR_REPORT_TIMEOUT));
         if let Err(e) = supervisor::read_report(&host_end) {
-            let _ = child.start_kill();
+            sup.kill();
             return Err(cleanup(e));
         }
         let started: supervisor::Started = supervisor::read_json(&dir, supervisor::STARTED_FILE)
@@ -483,7 +618,7 @@ impl ProcessTable {
         let exit_dir = dir.clone();
         handle.spawn(async move {
             // The supervisor exits right after recording the task's exit.
-            let _ = child.wait().await;
+            sup.exited().await;
             let _ = tx.send(Some(read_exit(&exit_dir)));
         });
         Ok(self.insert(Proc {
