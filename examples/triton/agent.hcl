@@ -31,3 +31,20 @@ plugin "nomad-driver-triton" {
     # docker_cert = "docker"
   }
 }
+
+# The same from the agent's environment, for operators who already export
+# TRITON_URL, TRITON_ACCOUNT, TRITON_KEY_ID, TRITON_KEY_MATERIAL (or the
+# SDC_* forms; TRITON_* wins) where the Nomad agent starts. Fields the
+# config leaves out are read from TRITON_*/SDC_* (only if granted), and
+# `key` defaults to "triton". The key itself is read by the host only.
+#
+# plugin "nomad-driver-triton" {
+#   args = [
+#     "--guest", "triton.wasm",
+#     "--allow-http", "https://us-central-1.api.mnx.io",
+#     "--allow-env", "TRITON_*",
+#     "--allow-env", "SDC_*",
+#     "--secret", "triton=env:TRITON_KEY_MATERIAL",
+#   ]
+#   config {}
+# }

@@ -11,3 +11,12 @@ secret "docker" {
   file = "/etc/nomad/triton/docker/key.pem"
   cert = "/etc/nomad/triton/docker/cert.pem"
 }
+
+# With the credentials in the agent's environment instead (see agent.hcl):
+# the guest may read the standard variables for cloudapi_url, account, user
+# and key_id (a prefix never covers ..._KEY_MATERIAL), and the host takes
+# the key from TRITON_KEY_MATERIAL (a path or the PEM text; the guest can
+# never read it). Use this secret block instead of the file one above.
+# env "TRITON_*" {}
+# env "SDC_*" {}
+# secret "triton" { env = "TRITON_KEY_MATERIAL" }

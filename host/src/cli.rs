@@ -48,8 +48,20 @@ pub const FLAGS: &[Flag] = &[
         name: "--secret",
         value: Some("NAME=KEYFILE"),
         help: "Let the guest have the host sign HTTP requests with the private key in \
-               KEYFILE (absolute path), by NAME; the guest never sees the key. Repeat \
-               for each key. TLS client certificates: a secret block in the grants file.",
+               KEYFILE (absolute path), by NAME; the guest never sees the key. \
+               NAME=env:VAR takes the key from the plugin's environment variable VAR \
+               instead (the key file's path or the PEM text, as TRITON_KEY_MATERIAL), \
+               which the guest then cannot read. Repeat for each key. TLS client \
+               certificates: a secret block in the grants file.",
+        repeatable: true,
+    },
+    Flag {
+        name: "--allow-env",
+        value: Some("NAME"),
+        help: "Grant the guest reading this variable of the plugin's environment (Nomad \
+               starts plugins with the agent's), or every variable starting with PREFIX \
+               when given as PREFIX* (e.g. TRITON_*; a prefix does not cover names that \
+               look secret, such as ..._KEY_MATERIAL or ..._TOKEN). Repeat for each.",
         repeatable: true,
     },
     Flag {
@@ -167,10 +179,11 @@ pub struct Command {
 }
 
 /// Flags every command that loads a guest accepts.
-const LOADING: [&str; 7] = [
+const LOADING: [&str; 8] = [
     "--allow-exec",
     "--allow-http",
     "--secret",
+    "--allow-env",
     "--cache-dir",
     "--call-timeout",
     "--max-memory",
@@ -216,6 +229,7 @@ pub const COMMANDS: &[Command] = &[
             "--allow-exec",
             "--allow-http",
             "--secret",
+            "--allow-env",
             "--cache-dir",
             "--call-timeout",
             "--max-memory",
@@ -261,8 +275,10 @@ pub struct Options {
     pub allow_exec: Vec<String>,
     /// `--allow-http` origins, as given.
     pub allow_http: Vec<String>,
-    /// `--secret` values, `NAME=KEYFILE`.
+    /// `--secret` values, `NAME=KEYFILE` or `NAME=env:VAR`.
     pub secrets: Vec<String>,
+    /// `--allow-env` names and `PREFIX*` patterns, as given.
+    pub allow_env: Vec<String>,
     pub log_level: Option<String>,
     pub cache_dir: Option<Option<PathBuf>>,
     pub state_dir: Option<PathBuf>,
@@ -288,6 +304,7 @@ impl Default for Options {
             allow_exec: Vec::new(),
             allow_http: Vec::new(),
             secrets: Vec::new(),
+            allow_env: Vec::new(),
             log_level: None,
             cache_dir: None,
             state_dir: None,
@@ -467,6 +484,7 @@ fn apply(o: &mut Options, name: &str, v: String) -> Result<(), String> {
         "--allow-exec" => o.allow_exec.push(v),
         "--allow-http" => o.allow_http.push(v),
         "--secret" => o.secrets.push(v),
+        "--allow-env" => o.allow_env.push(v),
         "--log-level" => o.log_level = Some(v),
         "--cache-dir" => o.cache_dir = Some((!v.is_empty()).then(|| PathBuf::from(v))),
         "--state-dir" => o.state_dir = Some(PathBuf::from(v)),
@@ -708,6 +726,56 @@ mod tests {
         assert!(
             err.contains("--secret") && err.contains("absolute"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn parses_env_grants_and_secrets_from_the_environment() {
+        let o = parse(args(&[
+            "--allow-env",
+            "TRITON_*",
+            "--allow-env=SDC_URL",
+            "--secret",
+            "triton=env:TRITON_KEY_MATERIAL",
+        ]))
+        .unwrap();
+        assert_eq!(o.allow_env, vec!["TRITON_*", "SDC_URL"]);
+        let dir = std::env::temp_dir();
+        let host =
+            commands::host_context(Path::new("/nonexistent/g.wasm"), &o, dir.clone()).unwrap();
+        let g = &host.grants;
+        assert!(g.check_env("TRITON_ACCOUNT").is_ok());
+        assert!(g.check_env("SDC_URL").is_ok());
+        assert!(g.check_env("SDC_ACCOUNT").is_err());
+        assert_eq!(
+            g.secret("triton").unwrap().key,
+            crate::grants::KeySource::Env("TRITON_KEY_MATERIAL".into())
+        );
+        // The key's variable stays the host's even under a prefix grant.
+        assert!(g.check_env("TRITON_KEY_MATERIAL").is_err());
+        // The local commands take it too.
+        let Invocation::Command { options, .. } = parse_invocation(args(&[
+            "run",
+            "g.wasm",
+            "job.nomad",
+            "--allow-env",
+            "TRITON_URL",
+        ]))
+        .unwrap() else {
+            panic!("expected the run command");
+        };
+        assert_eq!(options.allow_env, vec!["TRITON_URL"]);
+        let o = parse(args(&["--allow-env", "*"])).unwrap();
+        let err = commands::host_context(Path::new("/nonexistent/g.wasm"), &o, dir).unwrap_err();
+        assert!(
+            err.contains("--allow-env") && err.contains("not the whole environment"),
+            "{err}"
+        );
+        assert!(
+            parse(args(&["--allow-env"]))
+                .unwrap_err()
+                .to_string()
+                .contains("--allow-env needs a value: NAME")
         );
     }
 

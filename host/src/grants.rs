@@ -29,6 +29,17 @@
 //!   file = "/etc/nomad/triton/docker-key.pem"
 //!   cert = "/etc/nomad/triton/docker-cert.pem"
 //! }
+//! # The key from the plugin's environment instead of a file (as triton-go
+//! # reads TRITON_KEY_MATERIAL): the variable holds the key file's absolute
+//! # path or the PEM text itself. Only the host reads it; the guest never can.
+//! secret "triton-env" { env = "TRITON_KEY_MATERIAL" }
+//!
+//! # Environment variables the guest may read (Nomad starts the plugin with
+//! # the agent's environment): an exact name, or a prefix ending in `*`. A
+//! # prefix does not cover names that look secret (..._KEY_MATERIAL,
+//! # ..._PASSWORD, ..._TOKEN, ..._SECRET, ...): grant those by exact name.
+//! env "TRITON_*" {}
+//! env "SDC_URL" {}
 //!
 //! # Files under this directory, read-only unless `write = true`. (In a
 //! # call about a task, the task's allocation directory is always usable.)
@@ -49,6 +60,55 @@ pub struct Grants {
     http: Vec<HttpGrant>,
     secrets: std::collections::BTreeMap<String, SecretGrant>,
     dirs: Vec<DirGrant>,
+    env: Vec<EnvGrant>,
+}
+
+/// One granted environment variable, or a prefix of names (`TRITON_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvGrant {
+    /// The name, or the prefix without its `*`.
+    pub name: String,
+    pub prefix: bool,
+}
+
+impl EnvGrant {
+    fn written(&self) -> String {
+        if self.prefix {
+            format!("{}*", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
+/// Parts of variable names that mark a secret: a prefix grant does not
+/// cover such a name (an exact grant still does).
+const SECRET_LOOKING: [&str; 8] = [
+    "KEY_MATERIAL",
+    "PRIVATE_KEY",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "SECRET",
+    "TOKEN",
+    "CREDENTIAL",
+];
+
+/// Whether an environment variable's name looks like it holds a secret.
+pub fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_LOOKING.iter().any(|s| upper.contains(s))
+}
+
+/// Checks a variable name as a grant or a request may give it: not empty,
+/// without `=` or NUL (which no environment entry's name can contain).
+fn check_env_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return Err(format!(
+            "{name:?} is not an environment variable name (empty, or with '=' or NUL)"
+        ));
+    }
+    Ok(())
 }
 
 /// One granted directory tree.
@@ -72,10 +132,85 @@ pub struct HttpGrant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretGrant {
     pub name: String,
-    /// The private key file (PEM PKCS#1/PKCS#8/SEC 1 or OpenSSH).
-    pub file: PathBuf,
+    /// Where the private key (PEM PKCS#1/PKCS#8/SEC 1 or OpenSSH) is.
+    pub key: KeySource,
     /// A PEM certificate chain, for TLS client authentication.
     pub cert: Option<PathBuf>,
+}
+
+/// Where a secret's private key comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    /// A key file (absolute path).
+    File(PathBuf),
+    /// A variable of the plugin's environment holding the key file's
+    /// absolute path or the PEM text itself (triton-go's
+    /// `TRITON_KEY_MATERIAL` convention).
+    Env(String),
+}
+
+/// A secret's key, located: a file to read, or PEM text taken from the
+/// environment. Its `Debug` never shows the text.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum KeyMaterial {
+    File(PathBuf),
+    Pem(String),
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyMaterial::File(p) => f.debug_tuple("File").field(p).finish(),
+            KeyMaterial::Pem(_) => f.write_str("Pem(<redacted>)"),
+        }
+    }
+}
+
+impl SecretGrant {
+    /// Locates the key, reading the plugin's environment for an `env`
+    /// source. Errors name the secret and the variable, never the value.
+    pub fn key_material(&self) -> Result<KeyMaterial, String> {
+        self.key_material_from(|var| std::env::var_os(var))
+    }
+
+    /// [`Self::key_material`] with the environment given by `lookup`.
+    pub fn key_material_from(
+        &self,
+        lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<KeyMaterial, String> {
+        let var = match &self.key {
+            KeySource::File(p) => return Ok(KeyMaterial::File(p.clone())),
+            KeySource::Env(var) => var,
+        };
+        let name = &self.name;
+        let value = lookup(var).unwrap_or_default();
+        let bytes = value.as_encoded_bytes();
+        let trimmed = bytes.trim_ascii();
+        if trimmed.is_empty() {
+            return Err(format!(
+                "secret {name:?}: the environment variable {var} is not set in the plugin's \
+                 environment (Nomad starts plugins with the agent's environment): set it to the \
+                 key file's absolute path or the PEM text"
+            ));
+        }
+        if trimmed.starts_with(b"-----BEGIN") {
+            return match std::str::from_utf8(trimmed) {
+                Ok(pem) => Ok(KeyMaterial::Pem(pem.to_owned())),
+                Err(_) => Err(format!(
+                    "secret {name:?}: the PEM text in {var} is not UTF-8"
+                )),
+            };
+        }
+        let path = PathBuf::from(value);
+        if !path.is_absolute() {
+            // Not echoed: it might be a key pasted without its PEM header.
+            return Err(format!(
+                "secret {name:?}: {var} must hold the key file's absolute path or the PEM \
+                 text (starting with -----BEGIN); it holds neither"
+            ));
+        }
+        Ok(KeyMaterial::File(path))
+    }
 }
 
 /// The origin of an http(s) URL as the grants compare it:
@@ -162,7 +297,13 @@ struct GrantsFile {
     secret: std::collections::BTreeMap<String, SecretBlock>,
     #[serde(default)]
     dir: std::collections::BTreeMap<String, DirBlock>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, EnvBlock>,
 }
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EnvBlock {}
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -180,7 +321,8 @@ struct HttpBlock {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SecretBlock {
-    file: String,
+    file: Option<String>,
+    env: Option<String>,
     cert: Option<String>,
 }
 
@@ -210,7 +352,90 @@ impl Grants {
             http: Vec::new(),
             secrets: Default::default(),
             dirs: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// Grants reading the environment variable `pattern`, or every variable
+    /// whose name starts with its prefix when it ends in `*` (`TRITON_*`).
+    pub fn with_env(mut self, pattern: &str) -> Result<Self, String> {
+        let (name, prefix) = match pattern.strip_suffix('*') {
+            Some(p) => (p, true),
+            None => (pattern, false),
+        };
+        if prefix && name.is_empty() {
+            return Err(format!(
+                "env {pattern:?}: grant names or a prefix such as \"TRITON_*\", not the whole \
+                 environment"
+            ));
+        }
+        if name.contains('*') {
+            return Err(format!(
+                "env {pattern:?}: `*` may only end a prefix, as in \"TRITON_*\""
+            ));
+        }
+        check_env_name(name).map_err(|e| format!("env {pattern:?}: {e}"))?;
+        self.env.push(EnvGrant {
+            name: name.to_owned(),
+            prefix,
+        });
+        Ok(self)
+    }
+
+    /// The granted environment variables and prefixes.
+    pub fn env_grants(&self) -> &[EnvGrant] {
+        &self.env
+    }
+
+    /// Checks that the guest may read the environment variable `name`.
+    pub fn check_env(&self, name: &str) -> Result<(), NotGranted> {
+        let what = format!("reading the environment variable {name}");
+        if let Err(e) = check_env_name(name) {
+            return Err(NotGranted { what, hint: e });
+        }
+        if let Some(s) = self
+            .secrets
+            .values()
+            .find(|s| matches!(&s.key, KeySource::Env(v) if v == name))
+        {
+            return Err(NotGranted {
+                what,
+                hint: format!(
+                    "it holds the key of the secret {:?}, which only the host reads: name the \
+                     secret in a signed request instead",
+                    s.name
+                ),
+            });
+        }
+        if self.env.iter().any(|g| !g.prefix && g.name == name) {
+            return Ok(());
+        }
+        let by_prefix: Vec<String> = self
+            .env
+            .iter()
+            .filter(|g| g.prefix && name.starts_with(&g.name))
+            .map(EnvGrant::written)
+            .collect();
+        if by_prefix.is_empty() {
+            return Err(NotGranted {
+                what,
+                hint: format!(
+                    "add `env \"{name}\" {{}}` to the grants file or `--allow-env {name}` to the \
+                     plugin's args"
+                ),
+            });
+        }
+        if looks_secret(name) {
+            return Err(NotGranted {
+                what,
+                hint: format!(
+                    "its name looks secret, so the prefix grant {} does not cover it: add \
+                     `env \"{name}\" {{}}` to the grants file if the guest must read it",
+                    by_prefix.join(", ")
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Grants the files under `dir` (an absolute path), writable if `write`.
@@ -257,15 +482,47 @@ impl Grants {
     /// Grants signing with (and, with `cert`, TLS client authentication by)
     /// the key in `file`, under `name`.
     pub fn with_secret(
-        mut self,
+        self,
         name: &str,
         file: PathBuf,
+        cert: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        if !file.is_absolute() {
+            return Err(format!(
+                "secret {name:?}: file and cert must be absolute paths"
+            ));
+        }
+        self.add_secret(name, KeySource::File(file), cert)
+    }
+
+    /// Like [`Self::with_secret`], with the key taken from the plugin's
+    /// environment variable `var` (the key file's path or the PEM text),
+    /// read by the host when it needs the key.
+    pub fn with_secret_env(
+        self,
+        name: &str,
+        var: &str,
+        cert: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        if var.contains('*') {
+            return Err(format!(
+                "secret {name:?}: env names one variable, without `*`"
+            ));
+        }
+        check_env_name(var).map_err(|e| format!("secret {name:?}: env {e}"))?;
+        self.add_secret(name, KeySource::Env(var.to_owned()), cert)
+    }
+
+    fn add_secret(
+        mut self,
+        name: &str,
+        key: KeySource,
         cert: Option<PathBuf>,
     ) -> Result<Self, String> {
         if name.is_empty() {
             return Err("secret: the name must not be empty".into());
         }
-        if !file.is_absolute() || cert.as_ref().is_some_and(|c| !c.is_absolute()) {
+        if cert.as_ref().is_some_and(|c| !c.is_absolute()) {
             return Err(format!(
                 "secret {name:?}: file and cert must be absolute paths"
             ));
@@ -277,7 +534,7 @@ impl Grants {
             name.to_string(),
             SecretGrant {
                 name: name.to_string(),
-                file,
+                key,
                 cert,
             },
         );
@@ -344,13 +601,19 @@ impl Grants {
                 .map_err(in_file)?;
         }
         for (name, block) in file.secret {
-            self = self
-                .with_secret(
-                    &name,
-                    PathBuf::from(block.file),
-                    block.cert.map(PathBuf::from),
-                )
-                .map_err(in_file)?;
+            let cert = block.cert.map(PathBuf::from);
+            self = match (block.file, block.env) {
+                (Some(file), None) => self.with_secret(&name, PathBuf::from(file), cert),
+                (None, Some(var)) => self.with_secret_env(&name, &var, cert),
+                _ => Err(format!(
+                    "secret {name:?}: give exactly one of file (the key file's absolute path) \
+                     or env (a variable holding the key's path or PEM text)"
+                )),
+            }
+            .map_err(in_file)?;
+        }
+        for pattern in file.env.into_keys() {
+            self = self.with_env(&pattern).map_err(in_file)?;
         }
         if let Some(pin) = file.sha256 {
             let pin = pin.trim().to_ascii_lowercase();
@@ -556,8 +819,8 @@ secret "docker" {
             .unwrap();
         assert_eq!(granted.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
         assert_eq!(
-            g.secret("triton").unwrap().file,
-            PathBuf::from("/etc/triton/id_rsa")
+            g.secret("triton").unwrap().key,
+            KeySource::File(PathBuf::from("/etc/triton/id_rsa"))
         );
         assert_eq!(
             g.secret("docker").unwrap().cert,
@@ -631,6 +894,153 @@ secret "docker" {
         assert!(e.contains(".."), "{e}");
         let e = file(r#"dir "/a" { writable = true }"#).unwrap_err();
         assert!(e.contains("writable"), "{e}");
+    }
+
+    #[test]
+    fn env_is_denied_by_default_and_names_the_grant() {
+        let err = Grants::default().check_env("TRITON_URL").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "reading the environment variable TRITON_URL is not granted to this guest: add \
+             `env \"TRITON_URL\" {}` to the grants file or `--allow-env TRITON_URL` to the \
+             plugin's args"
+        );
+    }
+
+    #[test]
+    fn env_grants_by_name_and_by_prefix() {
+        let g = file(
+            r#"
+env "TRITON_*" {}
+env "SDC_URL" {}
+"#,
+        )
+        .unwrap();
+        assert!(g.check_env("TRITON_URL").is_ok());
+        assert!(g.check_env("TRITON_ACCOUNT").is_ok());
+        assert!(g.check_env("SDC_URL").is_ok());
+        // An exact grant is not a prefix; other names stay refused.
+        assert!(g.check_env("SDC_URL_EXTRA").is_err());
+        assert!(g.check_env("SDC_ACCOUNT").is_err());
+        assert!(g.check_env("TRITON").is_err());
+        assert!(g.check_env("HOME").is_err());
+        assert!(g.check_env("triton_url").is_err());
+    }
+
+    #[test]
+    fn a_prefix_does_not_cover_secret_looking_names() {
+        let g = Grants::default().with_env("TRITON_*").unwrap();
+        let err = g.check_env("TRITON_KEY_MATERIAL").unwrap_err().to_string();
+        assert!(err.contains("looks secret"), "{err}");
+        assert!(err.contains("TRITON_*"), "{err}");
+        assert!(err.contains("env \"TRITON_KEY_MATERIAL\" {}"), "{err}");
+        assert!(g.check_env("TRITON_API_TOKEN").is_err());
+        assert!(g.check_env("TRITON_KEY_ID").is_ok());
+        // Granted by its exact name, it is readable.
+        let g = g.with_env("TRITON_API_TOKEN").unwrap();
+        assert!(g.check_env("TRITON_API_TOKEN").is_ok());
+    }
+
+    #[test]
+    fn the_variable_a_secret_comes_from_is_never_readable() {
+        let g = file(
+            r#"
+secret "triton" { env = "TRITON_KEY_MATERIAL" }
+env "TRITON_KEY_MATERIAL" {}
+env "TRITON_*" {}
+"#,
+        )
+        .unwrap();
+        let err = g.check_env("TRITON_KEY_MATERIAL").unwrap_err().to_string();
+        assert!(
+            err.contains("holds the key of the secret \"triton\", which only the host reads"),
+            "{err}"
+        );
+        assert!(g.check_env("TRITON_URL").is_ok());
+    }
+
+    #[test]
+    fn bad_env_grants_name_the_problem() {
+        let e = Grants::default().with_env("*").unwrap_err();
+        assert!(e.contains("not the whole environment"), "{e}");
+        let e = Grants::default().with_env("A*B").unwrap_err();
+        assert!(e.contains("may only end a prefix"), "{e}");
+        let e = file("env \"A=B\" {}").unwrap_err();
+        assert!(e.contains("'='"), "{e}");
+        let e = file("env \"X\" { write = true }").unwrap_err();
+        assert!(e.contains("write"), "{e}");
+        // A request for a name no environment can hold is refused, not looked up.
+        let g = Grants::default().with_env("TRITON_*").unwrap();
+        assert!(g.check_env("TRITON_=x").is_err());
+    }
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).map(Into::into)
+    }
+
+    #[test]
+    fn secret_from_env_takes_a_path_or_the_pem_text() {
+        let g = file(r#"secret "triton" { env = "TRITON_KEY_MATERIAL" }"#).unwrap();
+        let s = g.secret("triton").unwrap();
+        assert_eq!(s.key, KeySource::Env("TRITON_KEY_MATERIAL".into()));
+        let path = s
+            .key_material_from(env_of(&[("TRITON_KEY_MATERIAL", "/home/op/.ssh/id_rsa")]))
+            .unwrap();
+        assert_eq!(
+            path,
+            KeyMaterial::File(PathBuf::from("/home/op/.ssh/id_rsa"))
+        );
+        let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----";
+        let got = s
+            .key_material_from(env_of(&[("TRITON_KEY_MATERIAL", &format!("\n{pem}\n"))]))
+            .unwrap();
+        assert_eq!(got, KeyMaterial::Pem(pem.into()));
+        // The text never shows in debug output.
+        assert_eq!(format!("{got:?}"), "Pem(<redacted>)");
+    }
+
+    #[test]
+    fn secret_from_env_errors_name_the_variable_not_the_value() {
+        let g = Grants::default()
+            .with_secret_env("triton", "TRITON_KEY_MATERIAL", None)
+            .unwrap();
+        let s = g.secret("triton").unwrap();
+        let e = s.key_material_from(env_of(&[])).unwrap_err();
+        assert!(
+            e.contains(
+                "secret \"triton\": the environment variable TRITON_KEY_MATERIAL is not set"
+            ),
+            "{e}"
+        );
+        let e = s
+            .key_material_from(env_of(&[("TRITON_KEY_MATERIAL", "  ")]))
+            .unwrap_err();
+        assert!(e.contains("is not set"), "{e}");
+        let e = s
+            .key_material_from(env_of(&[("TRITON_KEY_MATERIAL", "MIIEvQIBADANBgkq")]))
+            .unwrap_err();
+        assert!(e.contains("absolute path or the PEM"), "{e}");
+        assert!(!e.contains("MIIE"), "{e}");
+    }
+
+    #[test]
+    fn secret_blocks_take_exactly_one_key_source() {
+        let e = file(r#"secret "k" {}"#).unwrap_err();
+        assert!(e.contains("exactly one of file"), "{e}");
+        let e = file("secret \"k\" {\n file = \"/k\"\n env = \"K\"\n}").unwrap_err();
+        assert!(e.contains("exactly one of file"), "{e}");
+        let e = file(r#"secret "k" { env = "K_*" }"#).unwrap_err();
+        assert!(e.contains("without `*`"), "{e}");
+        let g = file("secret \"docker\" {\n env = \"DOCKER_KEY\"\n cert = \"/etc/cert.pem\"\n}")
+            .unwrap();
+        assert_eq!(
+            g.secret("docker").unwrap().cert,
+            Some(PathBuf::from("/etc/cert.pem"))
+        );
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub use bindings::nomad::driver::types::{
 /// Host capabilities, as the guest imports them.
 pub mod host {
     pub use crate::bindings::nomad::driver::clock;
+    pub use crate::bindings::nomad::driver::env;
     pub use crate::bindings::nomad::driver::fs;
     pub use crate::bindings::nomad::driver::http;
     pub use crate::bindings::nomad::driver::log;

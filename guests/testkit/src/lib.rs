@@ -26,7 +26,9 @@
 //!   hands out ids `p1`, `p2`, ... whose exit you set with
 //!   [`Harness::set_exit`]; `http` answers from [`Harness::http_reply`];
 //!   `fs` is an in-memory file system ([`Harness::file`],
-//!   [`Harness::read`]); `log` and `task-event` are recorded; `clock` is
+//!   [`Harness::read`]); `env` answers from [`Harness::set_env`] for the
+//!   names granted with [`Harness::grant_env`] (the host's own grant rules);
+//!   `log` and `task-event` are recorded; `clock` is
 //!   deterministic (see [`Harness::set_time`]). The guest gets no WASI
 //!   filesystem, network or environment, as with the host; its stderr
 //!   (panic messages) is captured into trap errors.
@@ -41,13 +43,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nomad_wasm_host::hcldec::{self, Vars};
-use nomad_wasm_host::runtime::bindings::nomad::driver::{clock, fs, http, log, process, types};
+use nomad_wasm_host::runtime::bindings::nomad::driver::{
+    clock, env, fs, http, log, process, types,
+};
 use nomad_wasm_host::runtime::bindings::{DriverGuest, DriverGuestPre};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub use env::EnvError;
 pub use fs::{Entry, EntryKind, FsError};
 pub use http::{HttpError, KeyInfo};
 pub use log::Level;
@@ -381,6 +386,8 @@ pub enum Call {
 
 /// A file operation the guest asked for (paths as the guest gave them).
 #[derive(Debug, Clone, PartialEq, Eq)]
+    /// `env.get(name)`, granted or not.
+    Env(String),
 pub enum FsOp {
     ReadFile(String),
     WriteFile {
@@ -527,6 +534,10 @@ struct Fake {
     denied: BTreeSet<String>,
     spawn_failures: BTreeMap<String, ProcessError>,
     calls: Vec<Call>,
+    /// The plugin's environment, and the host's grants that decide which of
+    /// it the guest may read.
+    env_vars: BTreeMap<String, String>,
+    env_grants: nomad_wasm_host::grants::Grants,
     logs: Vec<LogLine>,
     events: Vec<(String, Vec<(String, String)>)>,
     procs: BTreeMap<String, Proc>,
@@ -759,6 +770,17 @@ impl fs::Host for State {
     fn read_file(&mut self, path: String) -> Result<Vec<u8>, FsError> {
         self.fake.calls.push(Call::Fs(FsOp::ReadFile(path.clone())));
         let p = self.fake.fs.check(&path, false)?;
+impl env::Host for State {
+    fn get(&mut self, name: String) -> Result<Option<String>, EnvError> {
+        self.fake.calls.push(Call::Env(name.clone()));
+        self.fake
+            .env_grants
+            .check_env(&name)
+            .map_err(|e| EnvError::NotGranted(e.to_string()))?;
+        Ok(self.fake.env_vars.get(&name).cloned())
+    }
+}
+
         match self.fake.fs.nodes.get(&p) {
             Some(FsNode::File { data, .. }) => Ok(data.clone()),
             Some(FsNode::Dir) => Err(FsError::Failed(format!("{p} is a directory"))),
@@ -1409,6 +1431,44 @@ impl Harness {
     /// `not-granted`.
     pub fn http_key(&mut self, name: &str, info: KeyInfo) {
         self.fake.keys.insert(name.into(), info);
+    /// Sets a variable of the plugin's environment. The guest reads it only
+    /// if it is granted ([`Harness::grant_env`]).
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.fake.env_vars.insert(name.into(), value.into());
+    }
+
+    /// Grants `env.get` of a variable, or of a prefix written `PREFIX*`,
+    /// with the host's rules (`--allow-env`): a prefix does not cover
+    /// secret-looking names. Panics on a pattern the host would refuse.
+    pub fn grant_env(&mut self, pattern: &str) {
+        let grants = std::mem::take(&mut self.fake.env_grants);
+        self.fake.env_grants = grants
+            .with_env(pattern)
+            .unwrap_or_else(|e| panic!("testkit: grant_env({pattern:?}): {e}"));
+    }
+
+    /// Makes `var` the environment variable a host `secret` grant named
+    /// `secret` takes its key from (`secret "NAME" { env = "VAR" }`): the
+    /// host then refuses it to `env.get` even if granted.
+    pub fn secret_env(&mut self, secret: &str, var: &str) {
+        let grants = std::mem::take(&mut self.fake.env_grants);
+        self.fake.env_grants = grants
+            .with_secret_env(secret, var, None)
+            .unwrap_or_else(|e| panic!("testkit: secret_env({secret:?}, {var:?}): {e}"));
+    }
+
+    /// The environment variables the guest asked for, in order.
+    pub fn env_reads(&self) -> Vec<&str> {
+        self.fake
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Env(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     }
 
     /// The HTTP requests the guest sent, in order.
@@ -1549,6 +1609,12 @@ impl Harness {
         if self.config.is_none() {
             self.set_config("")?;
         }
+    /// The config bytes the guest returned from its last successful
+    /// `set-config` (its own encoding of the parsed agent config), if any.
+    pub fn guest_config(&self) -> Option<&[u8]> {
+        self.config.as_deref()
+    }
+
         Ok(self.config.clone().unwrap_or_default())
     }
 

@@ -481,12 +481,144 @@ fn check_url(field: &str, v: &Option<String>) -> Result<(), DriverError> {
     Ok(())
 }
 
+/// The plugin config fields with a standard environment form (triton-go's
+/// and node-triton's), each with its variables in order of precedence.
+/// The environment is the fallback: a field set in the plugin config wins.
+pub const ENV_FALLBACKS: [(&str, [&str; 2]); 4] = [
+    ("cloudapi_url", ["TRITON_URL", "SDC_URL"]),
+    ("account", ["TRITON_ACCOUNT", "SDC_ACCOUNT"]),
+    ("user", ["TRITON_USER", "SDC_USER"]),
+    ("key_id", ["TRITON_KEY_ID", "SDC_KEY_ID"]),
+];
+
+/// The `secret` grant `key` names when the plugin config takes anything
+/// from the environment and names no key itself.
+pub const ENV_DEFAULT_KEY: &str = "triton";
+
+/// What reading one environment variable through the host gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    Set(String),
+    Unset,
+    /// The operator did not grant it (the host's text says how to).
+    NotGranted(String),
+    /// Set, but not UTF-8.
+    NotUnicode(String),
+}
+
+/// Where the environment-backed fields came from, for messages.
+#[derive(Debug, Default)]
+struct Provenance {
+    /// field -> the variable that supplied it.
+    from: BTreeMap<&'static str, &'static str>,
+    /// Variables the guest may not read.
+    not_granted: Vec<&'static str>,
+}
+
+impl Provenance {
+    /// `field` as messages name it: `cloudapi_url (from TRITON_URL)`.
+    fn name(&self, field: &str) -> String {
+        match self.from.get(field) {
+            Some(var) => format!("{field} (from {var})"),
+            None => field.to_owned(),
+        }
+    }
+
+    /// How `field` could be set: the config or its variables.
+    fn missing(&self, field: &str, what: &str) -> DriverError {
+        let vars = ENV_FALLBACKS
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, v)| *v)
+            .unwrap_or_default();
+        let mut msg = format!(
+            "{field}: {what}: set {field} in the plugin config, or {} in the Nomad agent's \
+             environment",
+            vars.join(" or ")
+        );
+        let refused: Vec<&str> = vars
+            .iter()
+            .copied()
+            .filter(|v| self.not_granted.contains(v))
+            .collect();
+        if !refused.is_empty() {
+            msg.push_str(&format!(
+                " ({} not granted to the plugin: add `env \"{}\" {{}}` to its grants file)",
+                refused.join(", "),
+                refused[0]
+            ));
+        }
+        invalid(msg)
+    }
+}
+
+fn field_mut<'a>(c: &'a mut PluginConf, field: &str) -> Option<&'a mut Option<String>> {
+    match field {
+        "cloudapi_url" => Some(&mut c.cloudapi_url),
+        "account" => Some(&mut c.account),
+        "user" => Some(&mut c.user),
+        "key_id" => Some(&mut c.key_id),
+        _ => None,
+    }
+}
+
 impl PluginConf {
-    /// Decodes and checks the plugin config. Empty bytes: all unset (the
-    /// driver then reports itself unhealthy until configured).
+    /// Decodes and checks the plugin config, without the environment.
+    /// Empty bytes: all unset (the driver then reports itself unhealthy
+    /// until configured).
     pub fn decode(bytes: &[u8]) -> Result<PluginConf, DriverError> {
+        Self::decode_with_env(bytes, |_| EnvValue::Unset, |_| {})
+    }
+
+    /// Decodes the plugin config, fills each field of [`ENV_FALLBACKS`]
+    /// that it leaves unset from the first of its variables that `env` has
+    /// (TRITON_* before SDC_*), and checks the result. A variable the guest
+    /// may not read counts as unset; `debug` is told so. When anything came
+    /// from the environment and `key` is unset, `key` is
+    /// [`ENV_DEFAULT_KEY`].
+    pub fn decode_with_env(
+        bytes: &[u8],
+        mut env: impl FnMut(&str) -> EnvValue,
+        mut debug: impl FnMut(String),
+    ) -> Result<PluginConf, DriverError> {
         let mut c: PluginConf =
             nomad_driver_sdk::cty::from_slice(bytes).map_err(nomad_driver_sdk::config_error)?;
+        let mut prov = Provenance::default();
+        for (field, vars) in ENV_FALLBACKS {
+            let Some(slot) = field_mut(&mut c, field) else {
+                continue;
+            };
+            if set(slot).is_some() {
+                continue;
+            }
+            for var in vars {
+                match env(var) {
+                    EnvValue::Set(v) if !v.trim().is_empty() => {
+                        debug(format!("plugin config: {field} taken from {var}"));
+                        *slot = Some(v.trim().to_owned());
+                        prov.from.insert(field, var);
+                        break;
+                    }
+                    EnvValue::Set(_) | EnvValue::Unset => {}
+                    EnvValue::NotGranted(why) => {
+                        debug(format!(
+                            "plugin config: {field} is not set and {var} is treated as unset: {why}"
+                        ));
+                        prov.not_granted.push(var);
+                    }
+                    EnvValue::NotUnicode(why) => {
+                        return Err(invalid(format!("{field}: {why}")));
+                    }
+                }
+            }
+        }
+        if !prov.from.is_empty() && set(&c.key).is_none() {
+            debug(format!(
+                "plugin config: key taken as {ENV_DEFAULT_KEY:?} (the secret grant signing for \
+                 the environment's credentials)"
+            ));
+            c.key = Some(ENV_DEFAULT_KEY.to_owned());
+        }
         for u in [&mut c.cloudapi_url, &mut c.docker_url]
             .into_iter()
             .flatten()
@@ -495,11 +627,11 @@ impl PluginConf {
                 u.pop();
             }
         }
-        check_url("cloudapi_url", &c.cloudapi_url)?;
+        check_url(&prov.name("cloudapi_url"), &c.cloudapi_url)?;
         check_url("docker_url", &c.docker_url)?;
         if c.cloudapi_url.is_some() {
             if set(&c.account).is_none() {
-                return Err(invalid("account: required with cloudapi_url"));
+                return Err(prov.missing("account", "required with cloudapi_url"));
             }
             if set(&c.key).is_none() {
                 return Err(invalid(
@@ -511,7 +643,8 @@ impl PluginConf {
             && (a == "my" || a.contains('/'))
         {
             return Err(invalid(format!(
-                "account: expected the account login (not \"my\", no '/'), found {a:?}"
+                "{}: expected the account login (not \"my\", no '/'), found {a:?}",
+                prov.name("account")
             )));
         }
         if let Some(v) = &c.docker_api_version

@@ -79,6 +79,18 @@ fn state(task: &TaskRef) -> Result<TaskState, DriverError> {
 
 fn plugin_conf(config: &[u8]) -> Result<PluginConf, DriverError> {
     if config.is_empty() {
+/// One variable of the agent's environment through the host's `env`
+/// capability (deny by default).
+fn read_env(name: &str) -> config::EnvValue {
+    use nomad_driver_sdk::host::env::{self, EnvError};
+    match env::get(name) {
+        Ok(Some(v)) => config::EnvValue::Set(v),
+        Ok(None) => config::EnvValue::Unset,
+        Err(EnvError::NotGranted(why)) => config::EnvValue::NotGranted(why),
+        Err(EnvError::NotUnicode(why)) => config::EnvValue::NotUnicode(why),
+    }
+}
+
         return Ok(PluginConf::default());
     }
     serde_json::from_slice(config)
@@ -131,7 +143,8 @@ impl Client<'_> {
     fn cloud(&self, what: &str, req: &Req) -> Result<Answer, DriverError> {
         let base = self.conf.cloudapi_url.as_deref().ok_or_else(|| {
             DriverError::InvalidConfig(format!(
-                "cloudapi_url: {what} needs CloudAPI, and the plugin config has no cloudapi_url"
+                "cloudapi_url: {what} needs CloudAPI, and neither the plugin config's cloudapi_url \
+                 nor the agent's TRITON_URL or SDC_URL (a granted env) gives its URL"
             ))
         })?;
         let sign = Signing {
@@ -424,7 +437,9 @@ impl Driver for Triton {
     }
 
     fn set_config(msgpack: Vec<u8>, _nomad: Option<NomadConfig>) -> Result<Vec<u8>, DriverError> {
-        let conf = PluginConf::decode(&msgpack)?;
+        let conf = PluginConf::decode_with_env(&msgpack, read_env, |m| {
+            log::log(log::Level::Debug, &m, &[])
+        })?;
         serde_json::to_vec(&conf)
             .map_err(|e| DriverError::Fatal(format!("cannot keep the plugin config: {e}")))
     }
@@ -436,7 +451,9 @@ impl Driver for Triton {
         } else {
             (
                 Health::Undetected,
-                "no cloudapi_url or docker_url in the plugin config".to_owned(),
+                "no cloudapi_url or docker_url in the plugin config, and no TRITON_URL or \
+                 SDC_URL granted in the agent's environment"
+                    .to_owned(),
             )
         };
         FingerprintReport {

@@ -315,6 +315,84 @@ fn a_key_the_account_does_not_have_is_refused_clearly() {
     assert!(sim.machine("local-local-task-").is_none());
 }
 
+#[test]
+fn the_agents_triton_environment_alone_configures_and_signs() {
+    let sim = Sim::start("env-only");
+    // No plugin config at all: URL and account from TRITON_*, the key's
+    // PEM text in TRITON_KEY_MATERIAL, read by the host only. SDC_URL
+    // points nowhere: TRITON_URL must win.
+    let pem = std::fs::read_to_string(sim.dir.join("key")).unwrap();
+    let job = sim.dir.join("task.hcl");
+    std::fs::write(&job, CLOUD).unwrap();
+    let mut cmd = Command::new(host_binary());
+    cmd.arg("run")
+        .arg(guest())
+        .arg(&job)
+        .args(["--allow-http", &sim.url])
+        .args(["--allow-env", "TRITON_*", "--allow-env", "SDC_*"])
+        .args(["--secret", "triton=env:TRITON_KEY_MATERIAL"])
+        .args(["--cache-dir", "", "--state-dir"])
+        .arg(sim.dir.join("state"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("TRITON_") || k.starts_with("SDC_") {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd.env("TRITON_URL", &sim.url)
+        .env("SDC_URL", "http://127.0.0.1:9")
+        .env("SDC_ACCOUNT", "acct")
+        .env("TRITON_KEY_MATERIAL", &pem);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let machine = loop {
+        if let Some(m) = sim.machine("local-local-task-")
+            && m["state"] == "running"
+        {
+            break m;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let (_, text) = child_output(&mut child, Duration::from_secs(1));
+            panic!("the run ended ({status}) before the machine ran: {text}");
+        }
+        assert!(Instant::now() < deadline, "the machine never ran");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let id = machine["id"].as_str().unwrap();
+    sim.admin(
+        "POST",
+        &format!("/__sim/machines/{id}/state"),
+        r#"{"state":"failed"}"#,
+    );
+    let (code, text) = child_output(&mut child, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("the Triton instance failed"), "{text}");
+    let signed: Vec<Value> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r["api"] == "cloudapi" && r["path"] != "/--ping")
+        .collect();
+    assert!(!signed.is_empty());
+    for r in &signed {
+        assert_eq!(r["auth_ok"], true, "{r}");
+        assert_eq!(r["algorithm"], "ed25519-sha512", "{r}");
+        assert!(
+            r["key_id"].as_str().unwrap().starts_with("/acct/keys/"),
+            "{r}"
+        );
+    }
+    // The key never showed up in what the run printed.
+    let body = pem.lines().nth(1).unwrap();
+    assert!(
+        !text.contains(body),
+        "the key's text leaked into the output"
+    );
+}
+
 /// Waits for the child's exit (killing it after `limit`), with its output.
 fn child_output(child: &mut Child, limit: Duration) -> (Option<i32>, String) {
     let deadline = Instant::now() + limit;

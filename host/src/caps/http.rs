@@ -18,7 +18,7 @@ use reqwest::blocking::Client;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::httpsig::{self, Algorithm, SigningKey};
-use crate::grants::{self, Grants, NotGranted};
+use crate::grants::{self, Grants, KeyMaterial, NotGranted, SecretGrant};
 use crate::runtime::CallState;
 use crate::runtime::bindings::nomad::driver::http::{
     Host, HttpError, KeyInfo, Request, Response, Signing,
@@ -42,10 +42,28 @@ impl From<NotGranted> for HttpError {
     }
 }
 
-/// Reads the key of a granted secret.
+/// Reads the key of a granted secret: from its file, or from the PEM text
+/// in the plugin's environment.
 fn signing_key(grants: &Grants, name: &str) -> Result<SigningKey, HttpError> {
     let secret = grants.secret(name)?;
-    SigningKey::load(&secret.file).map_err(|e| HttpError::Key(format!("secret {name:?}: {e}")))
+    let material = secret.key_material().map_err(HttpError::Key)?;
+    parse_key(secret, material)
+}
+
+/// Parses a located key. Errors name the secret and where the key came
+/// from, never the key.
+fn parse_key(secret: &SecretGrant, material: KeyMaterial) -> Result<SigningKey, HttpError> {
+    let key = match material {
+        KeyMaterial::File(file) => SigningKey::load(&file),
+        KeyMaterial::Pem(pem) => {
+            let from = match &secret.key {
+                grants::KeySource::Env(var) => var.as_str(),
+                grants::KeySource::File(_) => "the environment",
+            };
+            SigningKey::parse(pem.as_bytes()).map_err(|e| format!("the PEM text in {from}: {e}"))
+        }
+    };
+    key.map_err(|e| HttpError::Key(format!("secret {:?}: {e}", secret.name)))
 }
 
 /// Public facts about a granted key.
@@ -63,8 +81,8 @@ pub fn describe(grants: &Grants, name: &str) -> Result<KeyInfo, HttpError> {
 struct ClientKey {
     origin: String,
     ca_file: Option<PathBuf>,
-    /// (key file, cert file, their modification times) of the client identity.
-    identity: Option<(PathBuf, PathBuf, Option<SystemTime>, Option<SystemTime>)>,
+    /// (key, cert file, their modification times) of the client identity.
+    identity: Option<(KeyMaterial, PathBuf, Option<SystemTime>, Option<SystemTime>)>,
 }
 
 /// Clients are reused across calls (connection pools, TLS sessions). They
@@ -128,9 +146,12 @@ fn client_for(key: &ClientKey, secret_name: Option<&str>) -> Result<Client, Http
                 cert_file.display()
             ))
         })?;
-        let key_pem = std::fs::read(key_file).map_err(|e| {
-            HttpError::Key(format!("secret {name:?}: file {}: {e}", key_file.display()))
-        })?;
+        let key_pem = match key_file {
+            KeyMaterial::File(key_file) => std::fs::read(key_file).map_err(|e| {
+                HttpError::Key(format!("secret {name:?}: file {}: {e}", key_file.display()))
+            })?,
+            KeyMaterial::Pem(pem) => pem.clone().into_bytes(),
+        };
         pem.push(b'\n');
         pem.extend_from_slice(&key_pem);
         let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
@@ -232,12 +253,12 @@ pub fn send(grants: &Grants, req: Request) -> Result<Response, HttpError> {
                      guest: give its secret block a `cert = \"/path/to/cert.pem\"`"
                 )));
             };
-            Some((
-                secret.file.clone(),
-                cert.clone(),
-                mtime(&secret.file),
-                mtime(cert),
-            ))
+            let key = secret.key_material().map_err(HttpError::Key)?;
+            let key_mtime = match &key {
+                KeyMaterial::File(f) => mtime(f),
+                KeyMaterial::Pem(_) => None,
+            };
+            Some((key, cert.clone(), key_mtime, mtime(cert)))
         }
         None => None,
     };
@@ -363,5 +384,92 @@ impl Host for CallState {
     fn describe_key(&mut self, key: String) -> Result<KeyInfo, HttpError> {
         let host: Arc<_> = self.host.clone();
         self.blocking(|_| describe(&host.grants, &key))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut out = format!("-----BEGIN {label}-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+            out.push('\n');
+        }
+        out.push_str(&format!("-----END {label}-----\n"));
+        out
+    }
+
+    fn ed25519_pem() -> String {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        pem("PRIVATE KEY", pkcs8.as_ref())
+    }
+
+    fn from_env(var_value: &str) -> Result<SigningKey, HttpError> {
+        let g = Grants::default()
+            .with_secret_env("triton", "TRITON_KEY_MATERIAL", None)
+            .unwrap();
+        let secret = g.secret("triton").unwrap();
+        let value = var_value.to_owned();
+        let material = secret
+            .key_material_from(|v| (v == "TRITON_KEY_MATERIAL").then(|| value.clone().into()))
+            .map_err(HttpError::Key)?;
+        parse_key(secret, material)
+    }
+
+    fn key_error(r: Result<SigningKey, HttpError>) -> String {
+        match r {
+            Err(HttpError::Key(m)) => m,
+            Err(e) => panic!("expected a key error, got {e:?}"),
+            Ok(_) => panic!("expected a key error, got a key"),
+        }
+    }
+
+    #[test]
+    fn a_key_from_the_environment_signs_like_the_same_key_from_a_file() {
+        let text = ed25519_pem();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("id_ed25519");
+        std::fs::write(&file, &text).unwrap();
+        let by_file = describe(
+            &Grants::default()
+                .with_secret("triton", file.clone(), None)
+                .unwrap(),
+            "triton",
+        )
+        .unwrap();
+        let by_pem = from_env(&text).unwrap();
+        assert_eq!(by_pem.md5_fingerprint(), by_file.md5_fingerprint);
+        assert_eq!(by_pem.kind().name(), by_file.kind);
+        // The variable may hold the file's path instead.
+        let by_path = from_env(file.to_str().unwrap()).unwrap();
+        assert_eq!(by_path.md5_fingerprint(), by_file.md5_fingerprint);
+    }
+
+    #[test]
+    fn keys_from_the_environment_that_cannot_sign_are_refused_clearly() {
+        let e = key_error(from_env(&pem("ENCRYPTED PRIVATE KEY", b"0123456789")));
+        assert!(
+            e.starts_with(
+                "secret \"triton\": the PEM text in TRITON_KEY_MATERIAL: the key is encrypted"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("Store it decrypted"), "{e}");
+        let e = key_error(from_env("/nonexistent/id_rsa"));
+        assert!(
+            e.starts_with("secret \"triton\": cannot read /nonexistent/id_rsa"),
+            "{e}"
+        );
+        let e = key_error(from_env(""));
+        assert!(
+            e.contains("the environment variable TRITON_KEY_MATERIAL is not set"),
+            "{e}"
+        );
     }
 }

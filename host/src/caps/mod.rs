@@ -7,6 +7,7 @@
 
 pub mod cgroups;
 pub mod clock;
+pub mod env;
 pub mod exec;
 pub mod fs;
 pub mod http;

@@ -61,8 +61,8 @@ pub(super) fn millis(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// The host context every guest gets: the `--allow-exec`, `--allow-http`
-/// and `--secret` grants plus the guest's grants file if there is one, as
+/// The host context every guest gets: the `--allow-exec`, `--allow-http`,
+/// `--secret` and `--allow-env` grants plus the guest's grants file if there is one, as
 /// in plugin mode.
 pub fn host_context(
     guest_path: &Path,
@@ -81,11 +81,20 @@ pub fn host_context(
     }
     for secret in &o.secrets {
         let Some((name, file)) = secret.split_once('=') else {
-            return Err(format!("--secret {secret:?}: expected NAME=KEYFILE"));
+            return Err(format!(
+                "--secret {secret:?}: expected NAME=KEYFILE or NAME=env:VAR"
+            ));
         };
+        grants = match file.strip_prefix("env:") {
+            Some(var) => grants.with_secret_env(name, var, None),
+            None => grants.with_secret(name, PathBuf::from(file), None),
+        }
+        .map_err(|e| format!("--secret: {e}"))?;
+    }
+    for name in &o.allow_env {
         grants = grants
-            .with_secret(name, PathBuf::from(file), None)
-            .map_err(|e| format!("--secret: {e}"))?;
+            .with_env(name)
+            .map_err(|e| format!("--allow-env: {e}"))?;
     }
     let grants_file = crate::grants::file_for(guest_path);
     if grants_file.exists() {
