@@ -806,6 +806,23 @@ impl Driver {
                     "task {id} is still running: stop it first or destroy with force"
                 )));
             }
+            if task.main_process.is_none() {
+                // Nothing of the task runs here (e.g. a remote instance):
+                // its kill is the guest's SIGKILL, without which it would
+                // outlive the task.
+                let v = self.version_of(&task);
+                if let Ok(config) = self.config(&v).await {
+                    let tref = task_ref(&task);
+                    let killed = self
+                        .call_on(&v, "signal-task", Some(task_context(&task)), move |g, s| {
+                            g.call_signal_task(s, &config, &tref, "SIGKILL")
+                        })
+                        .await;
+                    if !matches!(killed, Ok(Ok(()))) {
+                        tracing::warn!(task_id = id, "guest could not kill the task it destroys");
+                    }
+                }
+            }
             self.kill_processes(id).await;
             task.set_exit(TaskResult {
                 exit_code: 137,

@@ -621,3 +621,37 @@ func TestTritonRecoverAfterHostSIGKILL(t *testing.T) {
 		destroyTwice(t, c2, tk.ID)
 	})
 }
+
+// TestTritonDestroyForceOfRunningTask: DestroyTask(force) of a task that
+// still runs (Nomad does this after a failed RecoverTask, NOMAD-PROTOCOL
+// §8.4) must not leave the instance running, whatever the exit_strategy
+// (§8.3: DestroyTask removes all resources).
+func TestTritonDestroyForceOfRunningTask(t *testing.T) {
+	sim := startTritonSim(t)
+	c := tritonLaunch(t, sim, t.TempDir())
+
+	t.Run("docker, exit_strategy stopped", func(t *testing.T) {
+		jt, cfg := dockerExample(t, nil, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		tritonStart(t, c, tk)
+		sim.waitPolled(t, sim.containerID(t, name))
+		destroyTwice(t, c, tk.ID)
+		if cs := sim.state(t).containersNamed(name); len(cs) == 1 && cs[0]["State"].(map[string]interface{})["Running"] != false {
+			t.Errorf("the container still runs after DestroyTask(force): %v", cs[0]["State"])
+		}
+	})
+
+	t.Run("cloud, exit_strategy stopped", func(t *testing.T) {
+		jt, cfg := cloudExample(t, exitStrategy("stopped"))
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		tritonStart(t, c, tk)
+		sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
+		destroyTwice(t, c, tk.ID)
+		sim.waitMachine(t, name, 2*time.Second, "stopping or stopped after DestroyTask(force)", inState("stopping", "stopped"))
+		if rules := sim.state(t).FWRules; len(rules) != 0 {
+			t.Errorf("firewall rules after DestroyTask: %v", rules)
+		}
+	})
+}

@@ -287,7 +287,8 @@ fn start_cloud(
         let made = expect(
             client.cloud(&what, &plan::create_fwrule(&account, key, rule)),
             &what,
-        )?;
+        )
+        .inspect_err(|_| undo_fwrules(client, &account, &fwrules))?;
         if let Some(id) = made.get("id").and_then(Value::as_str) {
             fwrules.push(id.to_owned());
         }
@@ -299,18 +300,21 @@ fn start_cloud(
         networks: &networks,
         env: &task.env,
     };
-    let made = expect(
+    // A failed start leaves nothing behind: the rules it made go again.
+    let id = expect(
         client.cloud(
             "creating the machine",
             &plan::create_machine(&account, conf, cloud, &spec),
         ),
         "creating the machine",
-    )?;
-    let id = made
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| DriverError::Fatal("creating the machine: the answer has no id".into()))?
-        .to_owned();
+    )
+    .and_then(|made| {
+        made.get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| DriverError::Fatal("creating the machine: the answer has no id".into()))
+    })
+    .inspect_err(|_| undo_fwrules(client, &account, &fwrules))?;
     event(
         &format!("Triton machine {name} created ({id}), provisioning"),
         &id,
@@ -323,6 +327,23 @@ fn start_cloud(
         exit_strategy: conf.exit_strategy(),
         fwrules,
     })
+}
+
+/// Deletes the firewall rules a start created before it failed (best
+/// effort: the start's own error is the one reported).
+fn undo_fwrules(client: &Client, account: &str, ids: &[String]) {
+    for id in ids {
+        let what = format!("deleting firewall rule {id} after the failed start");
+        match client.cloud(&what, &plan::delete_fwrule(account, id)) {
+            Ok(a) if a.ok() || gone(a.status) => {}
+            Ok(a) => log::log(
+                log::Level::Warn,
+                &plan::error_message(&what, a.status, &a.body),
+                &[],
+            ),
+            Err(e) => log::log(log::Level::Warn, &format!("{what}: {e:?}"), &[]),
+        }
+    }
 }
 
 fn start_docker(
@@ -357,20 +378,37 @@ fn start_docker(
         .ok_or_else(|| DriverError::Fatal("creating the container: the answer has no Id".into()))?
         .to_owned();
     let instance = plan::docker_instance_uuid(&id);
-    if let (false, Some(uuid)) = (conf.tags.is_empty(), &instance) {
-        let account = client.account()?.to_owned();
-        expect(
-            client.cloud(
+    let tag_and_start = || -> Result<(), DriverError> {
+        if let (false, Some(uuid)) = (conf.tags.is_empty(), &instance) {
+            let account = client.account()?.to_owned();
+            expect(
+                client.cloud(
+                    "tagging the instance",
+                    &plan::add_tags(&account, uuid, &conf.tags),
+                ),
                 "tagging the instance",
-                &plan::add_tags(&account, uuid, &conf.tags),
-            ),
-            "tagging the instance",
+            )?;
+        }
+        expect(
+            client.docker("starting the container", &plan::start_container(&v, &id)),
+            "starting the container",
         )?;
+        Ok(())
+    };
+    // A failed start leaves nothing behind: the container it made goes again.
+    if let Err(e) = tag_and_start() {
+        let what = format!("removing container {id} after the failed start");
+        match client.docker(&what, &plan::delete_container(&v, &id)) {
+            Ok(a) if a.ok() || gone(a.status) => {}
+            Ok(a) => log::log(
+                log::Level::Warn,
+                &plan::error_message(&what, a.status, &a.body),
+                &[],
+            ),
+            Err(de) => log::log(log::Level::Warn, &format!("{what}: {de:?}"), &[]),
+        }
+        return Err(e);
     }
-    expect(
-        client.docker("starting the container", &plan::start_container(&v, &id)),
-        "starting the container",
-    )?;
     event(
         &format!("Triton container {name} created and started ({id})"),
         &id,

@@ -506,3 +506,52 @@ fn docker_stats_report_memory_and_cloud_has_none() {
     assert!(h.task_stats(&started).unwrap().is_none());
     assert!(h.http_requests().is_empty());
 }
+
+/// Regression (found by the conformance harness against the simulator): a
+/// start that fails after creating something removes it again (Nomad's
+/// protocol: clean up anything partially created), and reports its own
+/// error, still temporary for a 503.
+#[test]
+fn a_failed_start_removes_what_it_created() {
+    // Cloud: the firewall rule is created, then CreateMachine answers 503.
+    let mut h = harness();
+    script_cloud(&mut h);
+    h.http_reply(
+        "POST",
+        &format!("{API}/acct/machines"),
+        HttpReply::status(503).body(r#"{"code":"ServiceUnavailable","message":"no capacity"}"#),
+    );
+    let e = h
+        .start_task(&Task::new("web").config(CLOUD_JOB))
+        .unwrap_err();
+    match e {
+        Error::Driver(nomad_driver_testkit::DriverError::Temporary(m)) => {
+            assert!(m.starts_with("creating the machine: HTTP 503"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let l = lines(&h);
+    assert_eq!(l[l.len() - 2], format!("POST {API}/acct/machines"));
+    assert_eq!(l[l.len() - 1], format!("DELETE {API}/acct/fwrules/fw-1"));
+    assert!(h.http_requests().last().unwrap().sign.is_some());
+
+    // Docker: the container is created, then its start fails.
+    let mut h = harness();
+    script_docker(&mut h);
+    h.http_reply(
+        "POST",
+        &format!("{DOCKER}/v1.24/containers/{CONTAINER}/start"),
+        HttpReply::status(503).body(r#"{"message":"no capacity"}"#),
+    );
+    let e = h
+        .start_task(&Task::new("web").config(DOCKER_JOB))
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Driver(nomad_driver_testkit::DriverError::Temporary(m)) if m.starts_with("starting the container: HTTP 503")),
+        "{e:?}"
+    );
+    assert_eq!(
+        lines(&h).last().unwrap(),
+        &format!("DELETE {DOCKER}/v1.24/containers/{CONTAINER}?force=1")
+    );
+}
