@@ -655,3 +655,60 @@ func TestTritonDestroyForceOfRunningTask(t *testing.T) {
 		}
 	})
 }
+
+// TestTritonInspectTaskShowsThePrimaryIP: once the instance runs, InspectTask
+// (which Nomad calls for remote tasks) carries a network override whose
+// address is the instance's primary IP as the simulator reports it, with
+// the fields Nomad dereferences (NOMAD-PROTOCOL §8.8, §10).
+func TestTritonInspectTaskShowsThePrimaryIP(t *testing.T) {
+	sim := startTritonSim(t)
+	c := tritonLaunch(t, sim, t.TempDir())
+
+	inspectAddr := func(t *testing.T, tk *Task, want string) {
+		t.Helper()
+		deadline := time.Now().Add(tritonSlack)
+		for {
+			r, err := c.Driver.InspectTask(rpcCtx(t, 10*time.Second), &drivers.InspectTaskRequest{TaskId: tk.ID})
+			if err != nil {
+				t.Fatalf("InspectTask: %v", err)
+			}
+			if r.GetTask() == nil || r.GetTask().GetResult() == nil || r.GetTask().GetStartedAt() == nil || r.GetTask().GetCompletedAt() == nil {
+				t.Fatalf("InspectTask lacks fields Nomad dereferences: %v", r)
+			}
+			if r.GetTask().GetState() != drivers.TaskState_RUNNING {
+				t.Errorf("InspectTask state %v, want RUNNING", r.GetTask().GetState())
+			}
+			if got := r.GetNetworkOverride().GetAddr(); got == want {
+				return
+			} else if got != "" {
+				t.Fatalf("InspectTask network override address %q, want the primary IP %q", got, want)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("InspectTask has no network override with %q within %v of the instance running: %v", want, tritonSlack, r)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	t.Run("cloud machine", func(t *testing.T) {
+		jt, cfg := cloudExample(t, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		tritonStart(t, c, tk)
+		m := sim.waitMachine(t, name, 10*time.Second, "running with a primary IP", func(m map[string]interface{}) bool {
+			return m["state"] == "running" && m["primaryIp"] != nil
+		})
+		inspectAddr(t, tk, m["primaryIp"].(string))
+	})
+
+	t.Run("docker container", func(t *testing.T) {
+		jt, cfg := dockerExample(t, nil, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		name := tritonInstanceName(tk)
+		tritonStart(t, c, tk)
+		m := sim.waitMachine(t, name, 10*time.Second, "running with a primary IP", func(m map[string]interface{}) bool {
+			return m["state"] == "running" && m["primaryIp"] != nil
+		})
+		inspectAddr(t, tk, m["primaryIp"].(string))
+	})
+}
