@@ -351,6 +351,13 @@ impl Guest {
                 .build(),
         };
         let _slot = CALL_SLOTS.acquire();
+        // A trace-level span over the whole call, the instance's teardown
+        // included (declared before the store, so it ends after the store is
+        // dropped). Off unless a subscriber enables trace; it changes nothing
+        // the call does. Tests use it to attribute what happens on this
+        // thread, such as the guest's memory being freed, to the call
+        // (guests/triton/tests/key_memory.rs).
+        let _span = tracing::trace_span!("guest call", guest = %self.label, call).entered();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         arm_deadline(&mut store, self.limits.deadline);
