@@ -603,6 +603,28 @@ func TestTritonRecoverAfterHostSIGKILL(t *testing.T) {
 		destroyTwice(t, c2, tk.ID)
 	})
 
+	t.Run("container removed while no host ran", func(t *testing.T) {
+		// exit_strategy "stopped" (the example's default): an instance
+		// that is gone is a failure with a message, not a clean exit.
+		stateDir := t.TempDir()
+		c1 := tritonLaunch(t, sim, stateDir)
+		jt, cfg := dockerExample(t, nil, nil)
+		tk := tritonTask(t, c1, jt, cfg)
+		name := tritonInstanceName(tk)
+		resp := tritonStart(t, c1, tk)
+		id := sim.containerID(t, name)
+		c1.sigkill(t)
+		if st, b := sim.admin(t, "DELETE", "/v1.24/containers/"+id+"?force=1", nil); st/100 != 2 {
+			t.Fatalf("removing the container in the simulator: HTTP %d %s", st, b)
+		}
+		c2 := tritonLaunch(t, sim, stateDir)
+		tritonCleanup(t, c2, tk)
+		recoverTwice(t, c2, resp.GetHandle())
+		w, _ := c2.waitTask(t, tk.ID, 5*time.Second)
+		requireExit(t, w, 1, "no longer exists")
+		destroyTwice(t, c2, tk.ID)
+	})
+
 	t.Run("machine failed while no host ran", func(t *testing.T) {
 		stateDir := t.TempDir()
 		c1 := tritonLaunch(t, sim, stateDir)
