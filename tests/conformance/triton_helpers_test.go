@@ -281,6 +281,13 @@ func inState(states ...string) func(map[string]interface{}) bool {
 // pointed at the simulator. The test may SIGKILL the process.
 func tritonLaunch(t *testing.T, sim *tritonSim, stateDir string) *killableHost {
 	t.Helper()
+	return tritonLaunchWithKey(t, sim, stateDir, sim.Key)
+}
+
+// tritonLaunchWithKey is tritonLaunch with another private key granted as
+// the `triton` secret.
+func tritonLaunchWithKey(t *testing.T, sim *tritonSim, stateDir, key string) *killableHost {
+	t.Helper()
 	p := paths(t)
 	guest := os.Getenv("TRITON_WASM")
 	if guest == "" {
@@ -297,7 +304,7 @@ func tritonLaunch(t *testing.T, sim *tritonSim, stateDir string) *killableHost {
 	args := []string{
 		"--guest", guest,
 		"--allow-http", sim.URL,
-		"--secret", "triton=" + sim.Key,
+		"--secret", "triton=" + key,
 		"--state-dir", stateDir,
 	}
 	logs := &testLogWriter{t: t}

@@ -19,6 +19,8 @@ package conformance
 // Not a real Triton: the simulator keeps everything in memory.
 
 import (
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -151,13 +153,16 @@ func requireExit(t *testing.T, w *drivers.WaitTaskResponse, code int32, errMenti
 // UNAVAILABLE/CANCELED, whose message names what failed.
 func requireRecoverable(t *testing.T, err error, what string, mentions ...string) {
 	t.Helper()
-	for _, m := range mentions {
-		requireOrdinaryError(t, err, what, m)
-	}
+	requireOrdinaryError(t, err, what, "")
 	if err == nil {
 		return
 	}
 	st := status.Convert(err)
+	for _, m := range mentions {
+		if !strings.Contains(st.Message(), m) {
+			t.Errorf("%s: error message %q does not mention %q", what, st.Message(), m)
+		}
+	}
 	details := st.Details()
 	if len(details) == 0 {
 		t.Errorf("%s: status %v %q carries no RecoverableError detail (Nomad treats it as fatal)", what, st.Code(), st.Message())
@@ -174,6 +179,13 @@ func requireRecoverable(t *testing.T, err error, what string, mentions ...string
 	if st.Code() == codes.Unavailable || st.Code() == codes.Canceled {
 		t.Errorf("%s: code %v", what, st.Code())
 	}
+}
+
+func firstDetail(d []interface{}) interface{} {
+	if len(d) == 0 {
+		return nil
+	}
+	return d[0]
 }
 
 // TestTritonDockerExample: example-docker.nomad through StartTask →
@@ -498,6 +510,25 @@ func TestTritonFaults(t *testing.T) {
 		}
 		if len(st.FWRules) != 0 {
 			t.Errorf("a failed start left its firewall rules behind (NOMAD-PROTOCOL §8.3: clean up what a failed start created): %v", st.FWRules)
+		}
+	})
+
+	t.Run("a key the account does not have: clear, not retried", func(t *testing.T) {
+		other := filepath.Join(t.TempDir(), "other")
+		if msg, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, msg)
+		}
+		c := tritonLaunchWithKey(t, sim, t.TempDir(), other)
+		jt, cfg := cloudExample(t, nil)
+		tk := tritonTask(t, c, jt, cfg)
+		_, err := c.Driver.StartTask(rpcCtx(t, 30*time.Second), &drivers.StartTaskRequest{Task: tk.Config})
+		requireOrdinaryError(t, err, "StartTask signed with a key the account lacks", "looking up the package: HTTP 401 InvalidCredentials")
+		d := status.Convert(err).Details()
+		if re, ok := firstDetail(d).(*structs.RecoverableError); !ok || re.GetRecoverable() {
+			t.Errorf("a refused key is not temporary: want RecoverableError{recoverable: false} first, got details %v", d)
+		}
+		if ms := sim.state(t).machinesNamed(tritonInstanceName(tk)); len(ms) != 0 {
+			t.Errorf("machines after a refused start: %v", ms)
 		}
 	})
 
