@@ -552,6 +552,38 @@ impl Provenance {
     }
 }
 
+/// `key_id` from TRITON_KEY_ID/SDC_KEY_ID: as there (triton-go,
+/// node-triton) usually the key's fingerprint rather than a whole keyId.
+/// A value starting with `/` is a keyId and kept; an MD5 fingerprint
+/// (`MD5:` optional) or a key name becomes `/<account>[/users/<user>]/keys/
+/// <it>`; a SHA256 fingerprint cannot appear in a keyId, so it is dropped
+/// (the host then derives the keyId from the key itself).
+fn env_key_id(
+    var: &str,
+    value: Option<String>,
+    c: &PluginConf,
+    debug: &mut impl FnMut(String),
+) -> Option<String> {
+    let v = value?;
+    if v.starts_with('/') {
+        return Some(v);
+    }
+    if v.starts_with("SHA256:") {
+        debug(format!(
+            "plugin config: {var} is a SHA256 fingerprint, which a CloudAPI keyId cannot \
+             carry; the keyId is derived from the key instead"
+        ));
+        return None;
+    }
+    let fp = v.strip_prefix("MD5:").unwrap_or(&v);
+    // Without an account the config is refused below, naming account.
+    let account = set(&c.account)?;
+    Some(match set(&c.user) {
+        Some(user) => format!("/{account}/users/{user}/keys/{fp}"),
+        None => format!("/{account}/keys/{fp}"),
+    })
+}
+
 fn field_mut<'a>(c: &'a mut PluginConf, field: &str) -> Option<&'a mut Option<String>> {
     match field {
         "cloudapi_url" => Some(&mut c.cloudapi_url),
@@ -611,6 +643,9 @@ impl PluginConf {
                     }
                 }
             }
+        }
+        if let Some(var) = prov.from.get("key_id") {
+            c.key_id = env_key_id(var, c.key_id.take(), &c, &mut debug);
         }
         if !prov.from.is_empty() && set(&c.key).is_none() {
             debug(format!(

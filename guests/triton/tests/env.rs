@@ -199,6 +199,56 @@ fn variables_not_granted_count_as_unset_and_say_so() {
 }
 
 #[test]
+fn a_fingerprint_in_triton_key_id_becomes_the_keyid() {
+    let conf = |vars: &[(&str, &str)]| {
+        let mut h = harness();
+        h.grant_env("TRITON_*");
+        h.set_env("TRITON_URL", "https://cloudapi.test");
+        h.set_env("TRITON_ACCOUNT", "acct");
+        for (k, v) in vars {
+            h.set_env(k, v);
+        }
+        h.set_config("").unwrap();
+        let debug: Vec<String> = h
+            .logs()
+            .iter()
+            .filter(|l| l.level == Level::Debug)
+            .map(|l| l.message.clone())
+            .collect();
+        (kept(&h).key_id, debug)
+    };
+    let fp = "a4:c6:f3:75:80:27:e0:03:a9:98:79:ef:c5:0a:06:11";
+    assert_eq!(
+        conf(&[("TRITON_KEY_ID", fp)]).0,
+        Some(format!("/acct/keys/{fp}"))
+    );
+    assert_eq!(
+        conf(&[
+            ("TRITON_KEY_ID", &format!("MD5:{fp}")),
+            ("TRITON_USER", "bob")
+        ])
+        .0,
+        Some(format!("/acct/users/bob/keys/{fp}"))
+    );
+    // A whole keyId is kept as it is.
+    assert_eq!(
+        conf(&[("TRITON_KEY_ID", "/acct/keys/id_ed25519")])
+            .0
+            .as_deref(),
+        Some("/acct/keys/id_ed25519")
+    );
+    // A SHA256 fingerprint cannot be in a keyId: the host derives it.
+    let (key_id, debug) = conf(&[("TRITON_KEY_ID", "SHA256:Vb4bOVt1A0C7/VqnT5Xh1ZP")]);
+    assert_eq!(key_id, None);
+    assert!(
+        debug
+            .iter()
+            .any(|m| m.contains("TRITON_KEY_ID is a SHA256 fingerprint")),
+        "{debug:?}"
+    );
+}
+
+#[test]
 fn the_guest_reads_only_the_standard_names_it_lacks() {
     // Even with all of TRITON_* granted, the guest asks for the standard
     // names of the fields it still lacks, TRITON_* first, and no others.

@@ -322,6 +322,19 @@ fn the_agents_triton_environment_alone_configures_and_signs() {
     // PEM text in TRITON_KEY_MATERIAL, read by the host only. SDC_URL
     // points nowhere: TRITON_URL must win.
     let pem = std::fs::read_to_string(sim.dir.join("key")).unwrap();
+    // TRITON_KEY_ID as operators have it: the key's MD5 fingerprint.
+    let listed = checked(
+        Command::new("ssh-keygen")
+            .args(["-E", "md5", "-l", "-f"])
+            .arg(sim.dir.join("key.pub")),
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let fp = listed
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.strip_prefix("MD5:"))
+        .unwrap_or_else(|| panic!("ssh-keygen -l printed {listed:?}"))
+        .to_owned();
     let job = sim.dir.join("task.hcl");
     std::fs::write(&job, CLOUD).unwrap();
     let mut cmd = Command::new(host_binary());
@@ -342,6 +355,7 @@ fn the_agents_triton_environment_alone_configures_and_signs() {
     cmd.env("TRITON_URL", &sim.url)
         .env("SDC_URL", "http://127.0.0.1:9")
         .env("SDC_ACCOUNT", "acct")
+        .env("TRITON_KEY_ID", format!("MD5:{fp}"))
         .env("TRITON_KEY_MATERIAL", &pem);
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -380,10 +394,7 @@ fn the_agents_triton_environment_alone_configures_and_signs() {
     for r in &signed {
         assert_eq!(r["auth_ok"], true, "{r}");
         assert_eq!(r["algorithm"], "ed25519-sha512", "{r}");
-        assert!(
-            r["key_id"].as_str().unwrap().starts_with("/acct/keys/"),
-            "{r}"
-        );
+        assert_eq!(r["key_id"], format!("/acct/keys/{fp}"), "{r}");
     }
     // The key never showed up in what the run printed.
     let body = pem.lines().nth(1).unwrap();
