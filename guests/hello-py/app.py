@@ -216,7 +216,9 @@ class Driver(exports.Driver):
         )
 
     @guarded
-    def stop_task(self, config: bytes, task: TaskRef, signal: str) -> None:
+    def stop_task(self, config: bytes, task: TaskRef, signal: str, timeout_ms: int) -> None:
+        # The host kills what is left once the kill timeout (timeout_ms) has
+        # passed, so a signal is all a process-based driver sends.
         self.signal_task(config, task, signal or DEFAULT_STOP_SIGNAL)
 
     @guarded

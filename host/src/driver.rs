@@ -26,6 +26,9 @@ const POLL_FAILURES: u32 = 10;
 /// The range a guest's requested poll delay is kept in.
 const POLL_MIN: Duration = Duration::from_millis(100);
 const POLL_MAX: Duration = Duration::from_secs(60);
+/// After a followed task's stop-task returns, at least this long for the
+/// poll it triggers to see the end before the host escalates.
+const STOP_POLL_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a driver operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -425,6 +428,9 @@ impl Driver {
             )
             .with_guest_sha256(v.sha256().to_owned()),
         );
+        if let Some(n) = &started.network_override {
+            task.set_network_override(n.clone());
+        }
         if !self.tasks.insert(task.clone()) {
             self.kill_processes(&id).await;
             return Err(DriverError::TaskExists(id));
@@ -453,6 +459,7 @@ impl Driver {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
+                _ = task.poll_now.notified() => {}
                 _ = task.wait() => return,
             }
             if task.exit().is_some() || self.tasks.get(&task.id).is_none() {
@@ -470,10 +477,13 @@ impl Driver {
                 Err(e) => Err(e),
             };
             let problem = match polled {
-                Ok(Ok(wit::TaskPoll::Running(ms))) => {
+                Ok(Ok(wit::TaskPoll::Running(r))) => {
                     task.followed.store(true, Ordering::Release);
+                    if let Some(n) = r.network_override {
+                        task.set_network_override(n);
+                    }
                     failures = 0;
-                    delay = Duration::from_millis(ms.into()).clamp(POLL_MIN, POLL_MAX);
+                    delay = Duration::from_millis(r.delay_ms.into()).clamp(POLL_MIN, POLL_MAX);
                     continue;
                 }
                 Ok(Ok(wit::TaskPoll::Exited(r))) => {
@@ -609,8 +619,9 @@ impl Driver {
         Ok(task.wait().await)
     }
 
-    /// Asks the guest to stop the task with `signal`, waits up to `timeout`,
-    /// then kills whatever is left. Returns once the task is dead.
+    /// Asks the guest to stop the task with `signal` (telling it `timeout`),
+    /// waits until `timeout` has passed since it asked, then kills whatever
+    /// is left. Returns once the task is dead.
     pub async fn stop_task(
         &self,
         id: &str,
@@ -630,9 +641,13 @@ impl Driver {
             let config = self.config(&v).await?;
             let tref = task_ref(&task);
             let sig = signal.clone();
+            let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+            // The kill timeout runs from the stop, also while the guest's
+            // stop-task waits for its runtime (e.g. sdc-docker's stop?t=).
+            let deadline = tokio::time::Instant::now() + timeout;
             let asked = self
                 .call_on(&v, "stop-task", Some(task_context(&task)), move |g, s| {
-                    g.call_stop_task(s, &config, &tref, &sig)
+                    g.call_stop_task(s, &config, &tref, &sig, timeout_ms)
                 })
                 .await;
             match asked {
@@ -650,7 +665,18 @@ impl Driver {
                 task.set_exit(TaskResult::default());
                 return Ok(());
             }
-            if tokio::time::timeout(timeout, task.wait()).await.is_ok() {
+            let mut wait_until = deadline;
+            if task.main_process.is_none() {
+                // A followed task: poll now rather than at the guest's next
+                // delay, and give that poll a moment even if the stop took
+                // the whole timeout.
+                task.poll_now.notify_one();
+                wait_until = wait_until.max(tokio::time::Instant::now() + STOP_POLL_GRACE);
+            }
+            if tokio::time::timeout_at(wait_until, task.wait())
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             tracing::info!(
@@ -673,6 +699,7 @@ impl Driver {
             if !matches!(killed, Ok(Ok(()))) {
                 tracing::warn!(task_id = id, "guest could not kill the task");
             }
+            task.poll_now.notify_one();
             if tokio::time::timeout(KILL_GRACE, task.wait()).await.is_ok() {
                 return Ok(());
             }

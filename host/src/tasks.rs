@@ -8,6 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::runtime::bindings::nomad::driver::types::NetworkOverride;
+
 /// How a task ended, as reported to Nomad.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TaskResult {
@@ -37,6 +39,13 @@ pub struct Task {
     /// The guest follows this task with `poll-task` (it has no main
     /// process): a stop then waits for the guest to see the task end.
     pub followed: std::sync::atomic::AtomicBool,
+    /// Wakes the loop that follows the task for a poll at once (a stop
+    /// just asked the guest to end it).
+    pub poll_now: tokio::sync::Notify,
+    /// The task's addressing as the guest last gave it: what `start-task`
+    /// returned, replaced by each poll that carries one. InspectTask
+    /// reports it.
+    network_override: Mutex<Option<NetworkOverride>>,
     exit: watch::Sender<Option<(TaskResult, SystemTime)>>,
 }
 
@@ -59,7 +68,25 @@ impl Task {
             guest_sha256: String::new(),
             handle_config,
             followed: std::sync::atomic::AtomicBool::new(false),
+            poll_now: tokio::sync::Notify::new(),
+            network_override: Mutex::new(None),
             exit: watch::channel(None).0,
+        }
+    }
+
+    /// The task's latest network override, if the guest gave one.
+    pub fn network_override(&self) -> Option<NetworkOverride> {
+        match self.network_override.lock() {
+            Ok(n) => n.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the task's network override.
+    pub fn set_network_override(&self, n: NetworkOverride) {
+        match self.network_override.lock() {
+            Ok(mut slot) => *slot = Some(n),
+            Err(poisoned) => *poisoned.into_inner() = Some(n),
         }
     }
 

@@ -1,8 +1,10 @@
 //! Tasks without a main process, followed through the guest's `poll-task`:
 //! the exit the guest reports reaches WaitTask, temporary poll failures are
 //! retried, a fatal one ends the task with the guest's error, and a stop
-//! waits for the guest to see the end. Uses `guests/misbehave` (modes
-//! `remote`, `remote-flaky`, `remote-fatal`).
+//! waits for the guest to see the end; InspectTask reports the latest
+//! network override (StartTask's, then what polls gave); stop-task gets the
+//! kill timeout. Uses `guests/misbehave` (modes `remote`, `remote-flaky`,
+//! `remote-fatal`, `remote-ip`, `ok`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,9 +12,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nomad_plugin_proto::drivers::{self as pb, driver_server::Driver as _};
 use nomad_wasm_host::caps::HostContext;
 use nomad_wasm_host::driver::Driver;
 use nomad_wasm_host::grants::Grants;
+use nomad_wasm_host::nomad::NomadPlugin;
 use nomad_wasm_host::runtime::bindings::nomad::driver::types as wit;
 use nomad_wasm_host::runtime::{self, CallLimits, Guest};
 
@@ -126,4 +130,85 @@ async fn a_task_the_guest_cannot_poll_runs_until_stopped() {
         .unwrap();
     let r = d.wait_task("plain-1").await.unwrap();
     assert_eq!(r.exit_code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_task_reports_the_network_override_the_latest_poll_gave() {
+    let state = tempfile::tempdir().unwrap();
+    let d = driver(&state);
+    let plugin = NomadPlugin::new(d.clone(), Duration::from_secs(30)).unwrap();
+    let (_, pb_task) = task("remote-ip-1", "remote-ip");
+    let started = plugin
+        .start_task(tonic::Request::new(pb::StartTaskRequest {
+            task: Some(pb_task),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let from_start = pb::NetworkOverride {
+        port_map: [("http".to_owned(), 8080)].into(),
+        addr: String::new(),
+        auto_advertise: false,
+    };
+    assert_eq!(started.network_override, Some(from_start.clone()));
+    let inspect = || async {
+        plugin
+            .inspect_task(tonic::Request::new(pb::InspectTaskRequest {
+                task_id: "remote-ip-1".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .network_override
+    };
+    // Until a poll reports an address, InspectTask has StartTask's.
+    assert_eq!(inspect().await, Some(from_start.clone()));
+    let with_ip = pb::NetworkOverride {
+        port_map: [("http".to_owned(), 8080)].into(),
+        addr: "192.0.2.10".into(),
+        auto_advertise: true,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = inspect().await;
+        if now == Some(with_ip.clone()) {
+            break;
+        }
+        assert_eq!(now, Some(from_start.clone()), "before the address");
+        assert!(Instant::now() < deadline, "no poll reported the address");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Later polls carry no override: the address stays, through the exit.
+    let r = tokio::time::timeout(Duration::from_secs(10), d.wait_task("remote-ip-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.exit_code, r.err), (0, None));
+    assert_eq!(inspect().await, Some(with_ip));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_task_gives_the_guest_nomads_kill_timeout() {
+    let state = tempfile::tempdir().unwrap();
+    let d = driver(&state);
+    let plugin = NomadPlugin::new(d.clone(), Duration::from_secs(30)).unwrap();
+    let mut events = d.host().events.subscribe();
+    let (spec, pb) = task("plain-2", "ok");
+    d.start_task(spec, pb).await.unwrap();
+    plugin
+        .stop_task(tonic::Request::new(pb::StopTaskRequest {
+            task_id: "plain-2".into(),
+            timeout: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 500_000_000,
+            }),
+            signal: "SIGTERM".into(),
+        }))
+        .await
+        .unwrap();
+    let ev = events.try_recv().unwrap();
+    assert_eq!(
+        (ev.task_id.as_str(), ev.message.as_str()),
+        ("plain-2", "stop-task signal=SIGTERM timeout-ms=2500")
+    );
 }

@@ -575,19 +575,35 @@ func (s *Sim) containerOp(w http.ResponseWriter, r *http.Request, ref string, re
 	}
 }
 
-// serveStats writes Docker stats documents: CPU time grows with the time
-// the container has run; memory is a fixed share of its package.
+// serveStats writes Docker stats documents: a running container uses a
+// quarter of one CPU (three quarters of that in user mode), so its CPU time
+// grows with the time it has run; memory is a fixed share of its package.
+// As in API 1.24 (what sdc-docker speaks), each document has cpu_stats and
+// precpu_stats, the reading one second earlier (as Docker's one-shot stats
+// give), and no online_cpus: the CPU count is the length of percpu_usage
+// (one). A running container's sample thus says 25 % CPU, 18.75 % user,
+// 6.25 % system; a stopped one's 0 %.
 func (s *Sim) serveStats(w http.ResponseWriter, r *http.Request, c *Container, stream bool) {
+	cpuAt := func(at time.Time) map[string]interface{} {
+		var ran time.Duration
+		if !c.StartedAt.IsZero() && at.After(c.StartedAt) {
+			end := at
+			if c.Status != "running" && c.FinishedAt.Before(end) {
+				end = c.FinishedAt
+			}
+			ran = end.Sub(c.StartedAt)
+		}
+		total := uint64(ran.Nanoseconds() / 4)
+		return map[string]interface{}{
+			"cpu_usage":        map[string]interface{}{"total_usage": total, "percpu_usage": []uint64{total}, "usage_in_kernelmode": total / 4, "usage_in_usermode": total - total/4},
+			"system_cpu_usage": uint64(at.UnixNano()),
+			"throttling_data":  map[string]interface{}{"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+		}
+	}
 	sample := func() map[string]interface{} {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		var ran time.Duration
-		if c.Status == "running" {
-			ran = time.Since(c.StartedAt)
-		} else if !c.StartedAt.IsZero() {
-			ran = c.FinishedAt.Sub(c.StartedAt)
-		}
-		total := uint64(ran.Nanoseconds() / 4)
+		now := time.Now().UTC()
 		limit := uint64(1024) << 20
 		if c.Machine != nil && c.Machine.Package != nil {
 			limit = uint64(c.Machine.Package.Memory) << 20
@@ -596,12 +612,12 @@ func (s *Sim) serveStats(w http.ResponseWriter, r *http.Request, c *Container, s
 		if c.Status == "running" {
 			usage = limit / 8
 		}
+		pre := now.Add(-time.Second)
 		return map[string]interface{}{
-			"read": time.Now().UTC().Format(time.RFC3339Nano),
-			"cpu_stats": map[string]interface{}{
-				"cpu_usage":        map[string]interface{}{"total_usage": total, "percpu_usage": []uint64{total}, "usage_in_kernelmode": total / 4, "usage_in_usermode": total - total/4},
-				"system_cpu_usage": uint64(time.Now().UnixNano()),
-			},
+			"read":         now.Format(time.RFC3339Nano),
+			"preread":      pre.Format(time.RFC3339Nano),
+			"cpu_stats":    cpuAt(now),
+			"precpu_stats": cpuAt(pre),
 			"memory_stats": map[string]interface{}{"usage": usage, "max_usage": usage, "limit": limit},
 		}
 	}

@@ -728,6 +728,59 @@ func TestDockerContainers(t *testing.T) {
 	}
 }
 
+// Docker's CPU percent over a stats document: (total delta / system delta)
+// x CPUs x 100, the CPUs being percpu_usage's length when online_cpus is
+// absent (API 1.24).
+func TestDockerStatsCPU(t *testing.T) {
+	f := newFixture(t)
+	type cpu struct {
+		CPUUsage struct {
+			TotalUsage  uint64   `json:"total_usage"`
+			PercpuUsage []uint64 `json:"percpu_usage"`
+			User        uint64   `json:"usage_in_usermode"`
+			Kernel      uint64   `json:"usage_in_kernelmode"`
+		} `json:"cpu_usage"`
+		System     uint64  `json:"system_cpu_usage"`
+		OnlineCPUs *uint64 `json:"online_cpus"`
+	}
+	var doc struct {
+		CPU    cpu `json:"cpu_stats"`
+		PreCPU cpu `json:"precpu_stats"`
+	}
+	percent := func(cur, pre uint64) float64 {
+		return float64(cur-pre) / float64(doc.CPU.System-doc.PreCPU.System) * float64(len(doc.CPU.CPUUsage.PercpuUsage)) * 100
+	}
+	id := f.createContainer("busy", map[string]interface{}{"Image": "busybox", "Cmd": []string{"sleep", "1000"}})
+	f.do(nil, "POST", "/containers/"+id+"/start", nil)
+	time.Sleep(1200 * time.Millisecond)
+	f.do(nil, "GET", "/containers/"+id+"/stats?stream=0", nil).json(t, &doc)
+	if doc.CPU.OnlineCPUs != nil || len(doc.CPU.CPUUsage.PercpuUsage) != 1 {
+		t.Fatalf("want API 1.24's shape (no online_cpus, one percpu entry): %+v", doc.CPU)
+	}
+	if d := doc.CPU.System - doc.PreCPU.System; d < uint64(999*time.Millisecond) || d > uint64(1001*time.Millisecond) {
+		t.Fatalf("precpu_stats is not the reading a second earlier: system delta %d ns", d)
+	}
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{
+		{"total", percent(doc.CPU.CPUUsage.TotalUsage, doc.PreCPU.CPUUsage.TotalUsage), 25},
+		{"user", percent(doc.CPU.CPUUsage.User, doc.PreCPU.CPUUsage.User), 18.75},
+		{"kernel", percent(doc.CPU.CPUUsage.Kernel, doc.PreCPU.CPUUsage.Kernel), 6.25},
+	} {
+		if c.got < c.want-0.01 || c.got > c.want+0.01 {
+			t.Fatalf("%s CPU %.4f%%, want %.2f%%", c.name, c.got, c.want)
+		}
+	}
+	// A container that ended over a second ago used no CPU since.
+	f.do(nil, "POST", "/containers/"+id+"/kill", nil)
+	time.Sleep(1100 * time.Millisecond)
+	f.do(nil, "GET", "/containers/"+id+"/stats?stream=0", nil).json(t, &doc)
+	if got := percent(doc.CPU.CPUUsage.TotalUsage, doc.PreCPU.CPUUsage.TotalUsage); got != 0 {
+		t.Fatalf("stopped container CPU %.4f%%, want 0", got)
+	}
+}
+
 func TestRequestLog(t *testing.T) {
 	f := newFixture(t)
 	f.do(&f.rsa, "POST", "/my/machines", map[string]interface{}{"image": ImgBaseNew, "package": PkgSmall, "tag.a": "b"})

@@ -500,7 +500,7 @@ class DriverTests(unittest.TestCase):
         self.assertIsInstance(e.exception.value, t.DriverError_Fatal)
         self.assertIn("task state is unreadable", e.exception.value.value)
 
-        self.driver.stop_task(b"bash", ref, "")
+        self.driver.stop_task(b"bash", ref, "", 5000)
         self.driver.signal_task(b"bash", ref, "SIGHUP")
         self.assertEqual(host.signals, [("proc-1", "SIGINT"), ("proc-1", "SIGHUP")])
         no_proc = t.TaskRef("a1/web/0", "web", "a1", state, None)

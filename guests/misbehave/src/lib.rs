@@ -5,14 +5,20 @@
 //! Tasks without a process, followed through `poll-task`: `remote` runs for
 //! 300 ms (a "provisioning" task event on each poll), then exits with 7;
 //! `remote-flaky` fails its polls for the first 500 ms, then exits with 5;
-//! `remote-fatal` fails every poll fatally.
+//! `remote-fatal` fails every poll fatally; `remote-ip` starts with a
+//! network override of port `http` -> 8080 and no address, polls report
+//! the address 192.0.2.10 (auto-advertised) between 500 and 1000 ms and no
+//! override after that, and it exits with 0 at 1.5 s.
+//! Every `stop-task` reports its signal and timeout as a task event
+//! (`stop-task signal=<s> timeout-ms=<n>`) before the SDK's default stop.
 //! `fs-probe` uses the fs capability and reports what each attempt gave, as
 //! its driver state (a task nobody follows).
 
 use nomad_driver_sdk::schema::Schema;
 use nomad_driver_sdk::{
-    Driver, DriverCapabilities, DriverError, FingerprintReport, FsIsolation, Health, NomadConfig,
-    PluginInfo, Spec, TaskConfig, TaskPoll, TaskRef, TaskStarted, config_error, cty, host,
+    Driver, DriverCapabilities, DriverError, FingerprintReport, FsIsolation, Health,
+    NetworkOverride, NomadConfig, PluginInfo, Spec, TaskConfig, TaskPoll, TaskRef, TaskStarted,
+    config_error, cty, host, running,
 };
 use serde::Deserialize;
 
@@ -84,7 +90,12 @@ impl Driver for Misbehave {
                 main_process: Some("never-spawned".into()),
                 network_override: None,
             }),
-            "remote" | "remote-flaky" | "remote-fatal" => {
+            "remote" | "remote-flaky" | "remote-fatal" | "remote-ip" => {
+                let network_override = (conf.mode == "remote-ip").then(|| NetworkOverride {
+                    port_map: vec![("http".into(), 8080)],
+                    addr: String::new(),
+                    auto_advertise: false,
+                });
                 // The state: the mode, then the start time in ns.
                 let mut state = conf.mode.into_bytes();
                 state.push(0);
@@ -92,7 +103,7 @@ impl Driver for Misbehave {
                 Ok(TaskStarted {
                     driver_state: state,
                     main_process: None,
-                    network_override: None,
+                    network_override,
                 })
             }
             "fs-probe" => Ok(TaskStarted {
@@ -113,6 +124,24 @@ impl Driver for Misbehave {
 
     fn poll_task(_config: Vec<u8>, task: TaskRef) -> Result<TaskPoll, DriverError> {
         Self::poll(&task)
+    }
+
+    fn stop_task(
+        config: Vec<u8>,
+        task: TaskRef,
+        signal: String,
+        timeout_ms: u32,
+    ) -> Result<(), DriverError> {
+        host::log::task_event(
+            &format!("stop-task signal={signal} timeout-ms={timeout_ms}"),
+            &[],
+        );
+        let signal = if signal.is_empty() {
+            nomad_driver_sdk::DEFAULT_STOP_SIGNAL.to_owned()
+        } else {
+            signal
+        };
+        Self::signal_task(config, task, signal)
     }
 }
 
@@ -182,9 +211,20 @@ impl Misbehave {
         match mode {
             b"remote" if elapsed_ms < 300 => {
                 host::log::task_event("provisioning", &[]);
-                Ok(TaskPoll::Running(50))
+                Ok(running(50, None))
             }
             b"remote" => exited(7),
+            b"remote-ip" if elapsed_ms < 500 => Ok(running(50, None)),
+            b"remote-ip" if elapsed_ms < 1000 => Ok(running(
+                50,
+                Some(NetworkOverride {
+                    port_map: vec![("http".into(), 8080)],
+                    addr: "192.0.2.10".into(),
+                    auto_advertise: true,
+                }),
+            )),
+            b"remote-ip" if elapsed_ms < 1500 => Ok(running(50, None)),
+            b"remote-ip" => exited(0),
             b"remote-flaky" if elapsed_ms < 500 => {
                 Err(DriverError::Temporary("the API is busy".into()))
             }

@@ -415,7 +415,14 @@ impl Driver for Nspawn {
         })
     }
 
-    fn stop_task(_config: Vec<u8>, task: TaskRef, signal: String) -> Result<(), DriverError> {
+    /// The host kills what is left after the kill timeout, so the timeout
+    /// is not needed here.
+    fn stop_task(
+        _config: Vec<u8>,
+        task: TaskRef,
+        signal: String,
+        _timeout_ms: u32,
+    ) -> Result<(), DriverError> {
         let state = state_of(&task)?;
         match plan::stop_action(&state, &signal) {
             StopAction::Poweroff => {

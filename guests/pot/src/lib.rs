@@ -447,7 +447,12 @@ impl Driver for Pot {
 
     /// As the Go driver: `pot destroy -F` stops the jail, which ends `pot
     /// start`. The job's kill signal is not used (pot stops the jail).
-    fn stop_task(_config: Vec<u8>, task: TaskRef, _signal: String) -> Result<(), DriverError> {
+    fn stop_task(
+        _config: Vec<u8>,
+        task: TaskRef,
+        _signal: String,
+        _timeout_ms: u32,
+    ) -> Result<(), DriverError> {
         let st = state(&task)?;
         run_pot(
             &st.pot,

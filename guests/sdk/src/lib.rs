@@ -45,7 +45,7 @@ pub use bindings::export_driver;
 pub use bindings::nomad::driver::types::{
     Attribute, AttributeValue, DriverCapabilities, DriverError, ExitResult, ExitStatus,
     FingerprintReport, FsIsolation, Health, NetworkMode, NetworkOverride, NomadConfig, PluginInfo,
-    Spec, TaskConfig, TaskPoll, TaskRef, TaskStarted, TaskUsage,
+    Spec, TaskConfig, TaskPoll, TaskRef, TaskRunning, TaskStarted, TaskUsage,
 };
 
 /// Host capabilities, as the guest imports them.
@@ -95,7 +95,14 @@ pub trait Driver {
     }
 
     /// Sends the stop signal (default SIGINT) to the main process's group.
-    fn stop_task(config: Vec<u8>, task: TaskRef, signal: String) -> Result<(), DriverError> {
+    /// `timeout_ms` is the job's kill timeout; the host kills what is left
+    /// once it has passed, so the default does not need it.
+    fn stop_task(
+        config: Vec<u8>,
+        task: TaskRef,
+        signal: String,
+        _timeout_ms: u32,
+    ) -> Result<(), DriverError> {
         let signal = if signal.is_empty() {
             DEFAULT_STOP_SIGNAL.to_owned()
         } else {
@@ -126,7 +133,9 @@ pub trait Driver {
     }
 
     /// Follows a task without a main process (see the WIT docs); by default
-    /// unsupported: such a task then ends only when stopped.
+    /// unsupported: such a task then ends only when stopped. A running
+    /// answer may carry the task's network override once it is known (see
+    /// [`running`]).
     fn poll_task(_config: Vec<u8>, _task: TaskRef) -> Result<TaskPoll, DriverError> {
         Err(DriverError::Unsupported(
             "this driver does not follow tasks without a main process".into(),
@@ -143,6 +152,16 @@ pub trait Driver {
     fn destroy_task(_config: Vec<u8>, _task: TaskRef) -> Result<(), DriverError> {
         Ok(())
     }
+}
+
+/// A `poll-task` answer: still running, poll again after `delay_ms`, with
+/// the task's addressing if it is now known (e.g. a machine's IP once it
+/// is up; none keeps what was reported before).
+pub fn running(delay_ms: u32, network_override: Option<NetworkOverride>) -> TaskPoll {
+    TaskPoll::Running(TaskRunning {
+        delay_ms,
+        network_override,
+    })
 }
 
 /// A host process error as a driver error: a missing grant or program can
@@ -186,8 +205,13 @@ impl<T: Driver> bindings::exports::nomad::driver::driver::Guest for T {
     fn task_exited(config: Vec<u8>, task: TaskRef, status: ExitStatus) -> ExitResult {
         T::task_exited(config, task, status)
     }
-    fn stop_task(config: Vec<u8>, task: TaskRef, signal: String) -> Result<(), DriverError> {
-        T::stop_task(config, task, signal)
+    fn stop_task(
+        config: Vec<u8>,
+        task: TaskRef,
+        signal: String,
+        timeout_ms: u32,
+    ) -> Result<(), DriverError> {
+        T::stop_task(config, task, signal, timeout_ms)
     }
     fn signal_task(config: Vec<u8>, task: TaskRef, signal: String) -> Result<(), DriverError> {
         T::signal_task(config, task, signal)

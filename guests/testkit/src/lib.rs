@@ -60,11 +60,15 @@ pub use process::ProcessError;
 pub use types::{
     Attribute, AttributeValue, DriverCapabilities, DriverError, ExitResult, ExitStatus,
     FingerprintReport, Health, Mount, NetworkOverride, NomadConfig, PluginInfo, PortMapping, Spec,
-    TaskConfig, TaskPoll, TaskRef, TaskStarted, TaskUsage,
+    TaskConfig, TaskPoll, TaskRef, TaskRunning, TaskStarted, TaskUsage,
 };
 
 /// Guest compute time allowed per call (the host's default).
 pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The kill timeout [`Harness::stop_task`] passes: Nomad's default
+/// `kill_timeout` (5 s).
+pub const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Guest linear memory allowed per call (the host's default).
 pub const CALL_MEMORY: usize = 64 << 20;
 /// The `nomad-config` given to `set-config`: Nomad's default port range.
@@ -1714,11 +1718,24 @@ impl Harness {
         })
     }
 
+    /// `stop-task` with Nomad's default kill timeout ([`KILL_TIMEOUT`]).
     pub fn stop_task(&mut self, started: &Started, signal: &str) -> Result<(), Error> {
+        self.stop_task_within(started, signal, KILL_TIMEOUT)
+    }
+
+    /// `stop-task` with the job's `kill_timeout` (whole milliseconds,
+    /// saturated at u32::MAX, as the host passes it).
+    pub fn stop_task_within(
+        &mut self,
+        started: &Started,
+        signal: &str,
+        kill_timeout: Duration,
+    ) -> Result<(), Error> {
         let config = self.config()?;
         let tref = started.task_ref();
+        let timeout_ms = u32::try_from(kill_timeout.as_millis()).unwrap_or(u32::MAX);
         self.task_call(&started.task, "stop-task", |g, s| {
-            g.call_stop_task(s, &config, &tref, signal)
+            g.call_stop_task(s, &config, &tref, signal, timeout_ms)
         })?
         .map_err(Error::Driver)
     }

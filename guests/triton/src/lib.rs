@@ -23,8 +23,8 @@ use nomad_driver_sdk::host::http::{self, HttpError, Request, Signing};
 use nomad_driver_sdk::host::log;
 use nomad_driver_sdk::{
     Attribute, AttributeValue, Driver, DriverCapabilities, DriverError, ExitResult,
-    FingerprintReport, FsIsolation, Health, NomadConfig, PluginInfo, Spec, TaskConfig, TaskPoll,
-    TaskRef, TaskStarted, TaskUsage,
+    FingerprintReport, FsIsolation, Health, NetworkOverride, NomadConfig, PluginInfo, Spec,
+    TaskConfig, TaskPoll, TaskRef, TaskStarted, TaskUsage, running,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -46,7 +46,7 @@ pub struct Triton;
 const POLL_PENDING_MS: u32 = 2_000;
 const POLL_RUNNING_MS: u32 = 5_000;
 const POLL_BACKOFF_MS: u32 = 15_000;
-/// Per-request timeout.
+/// Per-request timeout (unless the request sets its own).
 const REQUEST_TIMEOUT_MS: u32 = 60_000;
 
 /// Which API a task's instance lives behind.
@@ -204,7 +204,7 @@ impl Client<'_> {
             url: format!("{base}{}", req.path),
             headers: headers.clone(),
             body,
-            timeout_ms: REQUEST_TIMEOUT_MS,
+            timeout_ms: req.timeout_ms.unwrap_or(REQUEST_TIMEOUT_MS),
             sign,
             client_cert,
         })
@@ -441,6 +441,15 @@ fn exited(code: i32, err: Option<String>) -> TaskPoll {
     })
 }
 
+/// The network override for an instance reachable at `ip`.
+fn address(ip: String) -> NetworkOverride {
+    NetworkOverride {
+        port_map: Vec::new(),
+        addr: ip,
+        auto_advertise: true,
+    }
+}
+
 fn gone(status: u16) -> bool {
     matches!(status, 404 | 410)
 }
@@ -519,20 +528,24 @@ impl Driver for Triton {
         let plugin = plugin_conf(&config)?;
         let client = Client { conf: &plugin };
         let st = state(&task)?;
-        let (answer, phase_of): (Answer, fn(&Value, ExitStrategy) -> MachinePhase) = match st.kind {
+        type Read = fn(&Value, ExitStrategy) -> (MachinePhase, Option<String>);
+        let (answer, read): (Answer, Read) = match st.kind {
             Kind::CloudApi => (
                 client.cloud(
                     "reading the machine",
                     &plan::get_machine(client.account()?, &st.id),
                 )?,
-                |v, s| plan::machine_phase(v["state"].as_str().unwrap_or_default(), s),
+                |v, s| {
+                    let phase = plan::machine_phase(v["state"].as_str().unwrap_or_default(), s);
+                    (phase, plan::machine_ip(v))
+                },
             ),
             Kind::DockerApi => (
                 client.docker(
                     "inspecting the container",
                     &plan::inspect_container(plugin.docker_version(), &st.id),
                 )?,
-                |v, _| plan::container_phase(v),
+                |v, _| (plan::container_phase(v), plan::container_ip(v)),
             ),
         };
         if plan::retryable(answer.status) {
@@ -541,10 +554,10 @@ impl Driver for Triton {
                 &plan::error_message("polling the instance", answer.status, &answer.body),
                 &[],
             );
-            return Ok(TaskPoll::Running(plan::backoff_ms(
-                answer.retry_after,
-                POLL_BACKOFF_MS,
-            )));
+            return Ok(running(
+                plan::backoff_ms(answer.retry_after, POLL_BACKOFF_MS),
+                None,
+            ));
         }
         if gone(answer.status) {
             return Ok(match st.exit_strategy {
@@ -558,16 +571,28 @@ impl Driver for Triton {
         if !answer.ok() {
             return Err(refused("polling the instance", &answer));
         }
-        Ok(match phase_of(&answer.json(), st.exit_strategy) {
-            MachinePhase::Pending => TaskPoll::Running(POLL_PENDING_MS),
-            MachinePhase::Running | MachinePhase::Stopping | MachinePhase::Unknown => {
-                TaskPoll::Running(POLL_RUNNING_MS)
-            }
+        let (phase, ip) = read(&answer.json(), st.exit_strategy);
+        Ok(match phase {
+            MachinePhase::Pending => running(POLL_PENDING_MS, None),
+            // Once it runs, its IP is the task's address (Triton maps no
+            // ports: services are reached on the instance's own IP).
+            MachinePhase::Running => running(POLL_RUNNING_MS, ip.map(address)),
+            MachinePhase::Stopping | MachinePhase::Unknown => running(POLL_RUNNING_MS, None),
             MachinePhase::Exited { code, err } => exited(code, err),
         })
     }
 
-    fn stop_task(config: Vec<u8>, task: TaskRef, signal: String) -> Result<(), DriverError> {
+    /// CloudAPI: the stop action, or deleting the machine. Docker: the
+    /// default or SIGTERM is sdc-docker's `stop?t=` with the kill timeout
+    /// (SIGTERM, then SIGKILL after `t`), which answers once the container
+    /// ended; any other signal is sent with `kill?signal=`, and the host
+    /// escalates after the timeout.
+    fn stop_task(
+        config: Vec<u8>,
+        task: TaskRef,
+        signal: String,
+        timeout_ms: u32,
+    ) -> Result<(), DriverError> {
         let plugin = plugin_conf(&config)?;
         let client = Client { conf: &plugin };
         let st = state(&task)?;
@@ -580,20 +605,21 @@ impl Driver for Triton {
                 "deleting the machine",
                 &plan::delete_machine(client.account()?, &st.id),
             )?,
-            (Kind::DockerApi, _) => {
-                let sig = if signal.is_empty() {
-                    "SIGTERM"
-                } else {
-                    signal.as_str()
-                };
+            (Kind::DockerApi, _) if signal.is_empty() || signal == "SIGTERM" => {
+                let t = plan::stop_timeout_secs(timeout_ms);
                 client.docker(
-                    "signalling the container",
-                    &plan::kill_container(plugin.docker_version(), &st.id, sig),
+                    "stopping the container",
+                    &plan::stop_container(plugin.docker_version(), &st.id, t),
                 )?
             }
+            (Kind::DockerApi, _) => client.docker(
+                "signalling the container",
+                &plan::kill_container(plugin.docker_version(), &st.id, &signal),
+            )?,
         };
-        // Already stopped or gone is what a stop wants.
-        if a.ok() || gone(a.status) || a.status == 409 {
+        // Already stopped (304 from stop, 409 from kill) or gone is what a
+        // stop wants.
+        if a.ok() || gone(a.status) || matches!(a.status, 304 | 409) {
             Ok(())
         } else {
             Err(refused("stopping the instance", &a))
@@ -618,16 +644,17 @@ impl Driver for Triton {
             }
             // CloudAPI has no signals; the escalation of a stop (SIGKILL)
             // repeats the stop, the strongest thing it can ask for.
-            Kind::CloudApi if signal == "SIGKILL" => Self::stop_task(config, task, signal),
+            Kind::CloudApi if signal == "SIGKILL" => Self::stop_task(config, task, signal, 0),
             Kind::CloudApi => Err(DriverError::Unsupported(
                 "CloudAPI machines take no signals".into(),
             )),
         }
     }
 
-    /// Docker containers: memory from sdc-docker's stats (CPU needs two
-    /// samples, which a stateless call does not have, so it is not
-    /// reported). CloudAPI machines: none.
+    /// Docker containers: memory and CPU from one sdc-docker stats sample
+    /// (its `cpu_stats` against its `precpu_stats`, the previous reading;
+    /// CPU is unreported when the sample has no usable previous reading).
+    /// CloudAPI machines: none.
     fn task_stats(config: Vec<u8>, task: TaskRef) -> Result<Option<TaskUsage>, DriverError> {
         let plugin = plugin_conf(&config)?;
         let client = Client { conf: &plugin };
@@ -643,15 +670,16 @@ impl Driver for Triton {
             "reading container stats",
         )?;
         let (usage, max) = plan::stats_memory(&sample);
+        let cpu = plan::stats_cpu(&sample);
         Ok(Some(TaskUsage {
             memory_rss_bytes: None,
             memory_cache_bytes: None,
             memory_swap_bytes: None,
             memory_usage_bytes: usage,
             memory_max_usage_bytes: max,
-            cpu_percent: None,
-            cpu_user_percent: None,
-            cpu_system_percent: None,
+            cpu_percent: cpu.total,
+            cpu_user_percent: cpu.user,
+            cpu_system_percent: cpu.system,
             cpu_total_ticks: None,
         }))
     }

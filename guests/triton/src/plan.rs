@@ -32,6 +32,8 @@ pub struct Req {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Option<Value>,
+    /// How long the whole exchange may take; none: the client's default.
+    pub timeout_ms: Option<u32>,
 }
 
 impl Req {
@@ -41,6 +43,7 @@ impl Req {
             path,
             headers: Vec::new(),
             body: None,
+            timeout_ms: None,
         }
     }
 
@@ -562,12 +565,23 @@ pub fn inspect_container(version: &str, id: &str) -> Req {
     Req::new("GET", format!("/v{version}/containers/{}/json", enc(id)))
 }
 
-/// `stop?t=<seconds>`: Docker sends SIGTERM, then SIGKILL after `t`.
+/// The `t` of `stop?t=` for a kill timeout: whole seconds, rounded up, at
+/// least 1 (0 would be an immediate SIGKILL).
+pub fn stop_timeout_secs(timeout_ms: u32) -> u64 {
+    u64::from(timeout_ms).div_ceil(1000).max(1)
+}
+
+/// `stop?t=<seconds>`: Docker sends SIGTERM, then SIGKILL after `t`, and
+/// answers once the container has ended, so the request may take `t`
+/// seconds plus a minute (at most the host's 10 minutes).
 pub fn stop_container(version: &str, id: &str, timeout_secs: u64) -> Req {
-    Req::new(
+    let mut r = Req::new(
         "POST",
         format!("/v{version}/containers/{}/stop?t={timeout_secs}", enc(id)),
-    )
+    );
+    let wait_ms = timeout_secs.saturating_mul(1000).saturating_add(60_000);
+    r.timeout_ms = Some(u32::try_from(wait_ms.min(600_000)).unwrap_or(600_000));
+    r
 }
 
 pub fn kill_container(version: &str, id: &str, signal: &str) -> Req {
@@ -601,6 +615,70 @@ pub fn container_stats(version: &str, id: &str) -> Req {
 pub fn stats_memory(sample: &Value) -> (Option<u64>, Option<u64>) {
     let m = &sample["memory_stats"];
     (m["usage"].as_u64(), m["max_usage"].as_u64())
+}
+
+/// CPU use from one stats sample, as `docker stats` computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CpuPercent {
+    /// Percent of one core, summed over cores.
+    pub total: Option<f64>,
+    pub user: Option<f64>,
+    pub system: Option<f64>,
+}
+
+/// Docker's formula over the sample's `cpu_stats` and `precpu_stats`: the
+/// container's CPU time delta over the host's (`system_cpu_usage`) delta,
+/// times the CPUs (`online_cpus`, else the length of `percpu_usage`, as
+/// API versions before 1.27 have no `online_cpus`), times 100. User and
+/// system use `usage_in_usermode` / `usage_in_kernelmode` the same way.
+/// A value is none when its counters are missing, there is no previous
+/// reading (`precpu_stats.system_cpu_usage` absent or 0), the system delta
+/// is zero, or a counter went backwards: nothing is made up. A container
+/// that used no CPU between the readings is 0 %.
+pub fn stats_cpu(sample: &Value) -> CpuPercent {
+    let (cur, pre) = (&sample["cpu_stats"], &sample["precpu_stats"]);
+    let at = |v: &Value, path: &[&str]| path.iter().fold(v, |v, k| &v[*k]).as_u64();
+    let delta = |path: &[&str]| at(cur, path)?.checked_sub(at(pre, path)?);
+    // A first sample's precpu_stats is zeros: no earlier reading, no rate.
+    if at(pre, &["system_cpu_usage"]).unwrap_or(0) == 0 {
+        return CpuPercent::default();
+    }
+    let Some(system) = delta(&["system_cpu_usage"]).filter(|d| *d > 0) else {
+        return CpuPercent::default();
+    };
+    let cpus = cur["online_cpus"].as_u64().filter(|n| *n > 0).or_else(|| {
+        cur["cpu_usage"]["percpu_usage"]
+            .as_array()
+            .map(|a| a.len() as u64)
+            .filter(|n| *n > 0)
+    });
+    let Some(cpus) = cpus else {
+        return CpuPercent::default();
+    };
+    let percent = |d: u64| d as f64 / system as f64 * cpus as f64 * 100.0;
+    CpuPercent {
+        total: delta(&["cpu_usage", "total_usage"]).map(percent),
+        user: delta(&["cpu_usage", "usage_in_usermode"]).map(percent),
+        system: delta(&["cpu_usage", "usage_in_kernelmode"]).map(percent),
+    }
+}
+
+/// A CloudAPI machine's primary IP (`primaryIp` of GetMachine), if it has
+/// one yet.
+pub fn machine_ip(machine: &Value) -> Option<String> {
+    machine["primaryIp"]
+        .as_str()
+        .filter(|ip| !ip.is_empty())
+        .map(str::to_owned)
+}
+
+/// A container's IP from its inspect (`NetworkSettings.IPAddress`; on
+/// Triton the instance's primary IP), if it has one yet.
+pub fn container_ip(inspect: &Value) -> Option<String> {
+    inspect["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .filter(|ip| !ip.is_empty())
+        .map(str::to_owned)
 }
 
 /// What a container inspect says: running, or exited with a code.

@@ -204,6 +204,23 @@ fn docker_job_plans_the_exact_container_body() {
         plan::stop_container("1.24", "abc", 7).path,
         "/v1.24/containers/abc/stop?t=7"
     );
+    // stop?t= answers when the container ended: the request outlasts t.
+    assert_eq!(
+        plan::stop_container("1.24", "abc", 7).timeout_ms,
+        Some(67_000)
+    );
+    assert_eq!(
+        plan::stop_container("1.24", "abc", 3_600).timeout_ms,
+        Some(600_000)
+    );
+    assert_eq!(
+        plan::kill_container("1.24", "abc", "SIGINT").timeout_ms,
+        None
+    );
+    assert_eq!(
+        [0, 1, 999, 1_000, 1_001, 2_500, u32::MAX].map(plan::stop_timeout_secs),
+        [1, 1, 1, 1, 2, 3, 4_294_968]
+    );
     assert_eq!(
         plan::kill_container("1.24", "abc", "SIGKILL").path,
         "/v1.24/containers/abc/kill?signal=SIGKILL"

@@ -6,8 +6,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::time::Duration;
+
 use nomad_driver_testkit::{
-    Error, ExitResult, Harness, HttpError, HttpReply, HttpRequest, Task, TaskPoll,
+    Error, ExitResult, Harness, HttpError, HttpReply, HttpRequest, NetworkOverride, Task, TaskPoll,
+    TaskRunning,
 };
 use serde_json::{Value, json};
 
@@ -75,7 +78,24 @@ fn harness() -> Harness {
 
 fn running(p: TaskPoll) -> Option<u32> {
     match p {
-        TaskPoll::Running(ms) => Some(ms),
+        TaskPoll::Running(r) => Some(r.delay_ms),
+        TaskPoll::Exited(e) => panic!("exited: {e:?}"),
+    }
+}
+
+/// A network override as (port map, address, auto-advertise).
+type Net = (Vec<(String, i32)>, String, bool);
+
+fn net(n: &NetworkOverride) -> Net {
+    (n.port_map.clone(), n.addr.clone(), n.auto_advertise)
+}
+
+/// The network override a running poll carried (panics on an exit).
+fn address(p: TaskPoll) -> Option<Net> {
+    match p {
+        TaskPoll::Running(TaskRunning {
+            network_override, ..
+        }) => network_override.as_ref().map(net),
         TaskPoll::Exited(e) => panic!("exited: {e:?}"),
     }
 }
@@ -219,6 +239,44 @@ fn cloud_poll_follows_states_and_failed_is_non_zero() {
         }) => {}
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn cloud_poll_reports_the_primary_ip_once_the_machine_runs() {
+    let mut h = harness();
+    script_cloud(&mut h);
+    let started = h.start_task(&Task::new("web").config(CLOUD_JOB)).unwrap();
+    // StartTask returns before the machine has an address.
+    assert_eq!(started.network_override().map(net), None);
+    let machine = |h: &mut Harness, body: &str| {
+        h.http_reply(
+            "GET",
+            &format!("{API}/acct/machines/{MACHINE}"),
+            HttpReply::json(body),
+        )
+    };
+    machine(
+        &mut h,
+        &format!(r#"{{"id":"{MACHINE}","state":"provisioning","primaryIp":null,"ips":[]}}"#),
+    );
+    assert_eq!(address(h.poll_task(&started).unwrap()), None);
+    machine(
+        &mut h,
+        &format!(
+            r#"{{"id":"{MACHINE}","state":"running","primaryIp":"165.225.1.7","ips":["10.0.0.5","165.225.1.7"]}}"#
+        ),
+    );
+    assert_eq!(
+        address(h.poll_task(&started).unwrap()),
+        Some((vec![], "165.225.1.7".to_owned(), true))
+    );
+    // Running without an address yet: nothing reported (the host keeps
+    // what it had).
+    machine(
+        &mut h,
+        &format!(r#"{{"id":"{MACHINE}","state":"running","primaryIp":""}}"#),
+    );
+    assert_eq!(address(h.poll_task(&started).unwrap()), None);
 }
 
 #[test]
@@ -444,6 +502,44 @@ fn docker_start_pull_create_tag_start_then_poll_reports_the_exit_code() {
 }
 
 #[test]
+fn docker_poll_reports_the_container_ip_once_it_runs() {
+    let mut h = harness();
+    script_docker(&mut h);
+    let started = h.start_task(&Task::new("web").config(DOCKER_JOB)).unwrap();
+    assert_eq!(started.network_override().map(net), None);
+    let inspect_with = |h: &mut Harness, state: &str, ip: &str| {
+        h.http_reply(
+            "GET",
+            &format!("{DOCKER}/v1.24/containers/{CONTAINER}/json"),
+            HttpReply::json(&format!(
+                r#"{{"Id":"{CONTAINER}","State":{state},"NetworkSettings":{{"IPAddress":"{ip}"}}}}"#
+            )),
+        )
+    };
+    inspect_with(
+        &mut h,
+        r#"{"Running":false,"Status":"created","ExitCode":0}"#,
+        "",
+    );
+    assert_eq!(address(h.poll_task(&started).unwrap()), None);
+    inspect_with(
+        &mut h,
+        r#"{"Running":true,"Status":"running","ExitCode":0}"#,
+        "192.168.128.12",
+    );
+    assert_eq!(
+        address(h.poll_task(&started).unwrap()),
+        Some((vec![], "192.168.128.12".to_owned(), true))
+    );
+    // No NetworkSettings at all: nothing reported, and no error.
+    inspect(
+        &mut h,
+        r#"{"Running":true,"Status":"running","ExitCode":0}"#,
+    );
+    assert_eq!(address(h.poll_task(&started).unwrap()), None);
+}
+
+#[test]
 fn docker_stop_signals_and_sigkill_escalates_destroy_keeps_or_deletes() {
     let mut h = harness();
     script_docker(&mut h);
@@ -454,16 +550,60 @@ fn docker_stop_signals_and_sigkill_escalates_destroy_keeps_or_deletes() {
         &format!("{DOCKER}/v1.24/containers/{CONTAINER}/kill"),
         HttpReply::status(204),
     );
+    h.http_reply(
+        "POST",
+        &format!("{DOCKER}/v1.24/containers/{CONTAINER}/stop"),
+        HttpReply::status(204),
+    );
+    // The default signal and SIGTERM are Docker's stop with the kill
+    // timeout in whole seconds, rounded up, at least 1.
+    h.stop_task_within(&started, "", Duration::from_millis(2_500))
+        .unwrap();
+    h.stop_task_within(&started, "SIGTERM", Duration::from_millis(300))
+        .unwrap();
+    h.stop_task_within(&started, "", Duration::ZERO).unwrap();
     h.stop_task(&started, "").unwrap();
+    // Another signal is sent as it is; the host escalates after the timeout.
+    h.stop_task_within(&started, "SIGINT", Duration::from_secs(30))
+        .unwrap();
     h.signal_task(&started, "SIGKILL").unwrap();
     h.destroy_task(&started).unwrap();
     assert_eq!(
         lines(&h),
         vec![
-            format!("POST {DOCKER}/v1.24/containers/{CONTAINER}/kill?signal=SIGTERM"),
+            format!("POST {DOCKER}/v1.24/containers/{CONTAINER}/stop?t=3"),
+            format!("POST {DOCKER}/v1.24/containers/{CONTAINER}/stop?t=1"),
+            format!("POST {DOCKER}/v1.24/containers/{CONTAINER}/stop?t=1"),
+            format!("POST {DOCKER}/v1.24/containers/{CONTAINER}/stop?t=5"),
+            format!("POST {DOCKER}/v1.24/containers/{CONTAINER}/kill?signal=SIGINT"),
             format!("POST {DOCKER}/v1.24/containers/{CONTAINER}/kill?signal=SIGKILL"),
         ]
     );
+    // stop?t= answers when the container has ended: the request may take
+    // t seconds and more.
+    let reqs = h.http_requests();
+    assert!(
+        reqs[0].timeout_ms >= 3_000 + 30_000,
+        "{}",
+        reqs[0].timeout_ms
+    );
+    assert_eq!(reqs[0].client_cert.as_deref(), Some("sdc-docker"));
+    // A container that already stopped (304) or is gone (404) is stopped.
+    for status in [304, 404] {
+        h.http_reply(
+            "POST",
+            &format!("{DOCKER}/v1.24/containers/{CONTAINER}/stop"),
+            HttpReply::status(status),
+        );
+        h.stop_task(&started, "SIGTERM").unwrap();
+    }
+    h.http_reply(
+        "POST",
+        &format!("{DOCKER}/v1.24/containers/{CONTAINER}/stop"),
+        HttpReply::status(500).body(r#"{"message":"internal error"}"#),
+    );
+    let e = h.stop_task(&started, "").unwrap_err();
+    assert!(format!("{e}").contains("stopping the instance"), "{e}");
     let mut h = harness();
     script_docker(&mut h);
     let job = DOCKER_JOB.replace("package {", "exit_strategy = \"deleted\"\npackage {");
@@ -484,7 +624,7 @@ fn docker_stop_signals_and_sigkill_escalates_destroy_keeps_or_deletes() {
 }
 
 #[test]
-fn docker_stats_report_memory_and_cloud_has_none() {
+fn docker_stats_report_memory() {
     let mut h = harness();
     script_docker(&mut h);
     let started = h.start_task(&Task::new("web").config(DOCKER_JOB)).unwrap();
@@ -498,7 +638,139 @@ fn docker_stats_report_memory_and_cloud_has_none() {
     let u = h.task_stats(&started).unwrap().unwrap();
     assert_eq!(u.memory_usage_bytes, Some(67_108_864));
     assert_eq!(u.memory_max_usage_bytes, Some(70_000_000));
-    assert_eq!(u.cpu_percent, None);
+    // No cpu_stats in the sample: no CPU figures.
+    assert_eq!(
+        (u.cpu_percent, u.cpu_user_percent, u.cpu_system_percent),
+        (None, None, None)
+    );
+    assert_eq!(u.cpu_total_ticks, None);
+}
+
+/// A stats sample in API 1.24's shape (no online_cpus: the CPUs are
+/// percpu_usage's entries).
+fn cpu_sample(cur: (u64, u64, u64, u64), pre: (u64, u64, u64, u64), cpus: usize) -> String {
+    let stats = |(total, user, kernel, system): (u64, u64, u64, u64)| {
+        json!({
+            "cpu_usage": {
+                "total_usage": total,
+                "percpu_usage": vec![total / cpus as u64; cpus],
+                "usage_in_usermode": user,
+                "usage_in_kernelmode": kernel
+            },
+            "system_cpu_usage": system
+        })
+    };
+    json!({
+        "cpu_stats": stats(cur),
+        "precpu_stats": stats(pre),
+        "memory_stats": {"usage": 1, "max_usage": 2}
+    })
+    .to_string()
+}
+
+#[test]
+fn docker_stats_cpu_is_dockers_formula_and_none_without_a_previous_reading() {
+    let mut h = harness();
+    script_docker(&mut h);
+    let started = h.start_task(&Task::new("web").config(DOCKER_JOB)).unwrap();
+    let stats = |h: &mut Harness, body: String| {
+        h.http_reply(
+            "GET",
+            &format!("{DOCKER}/v1.24/containers/{CONTAINER}/stats?stream=0"),
+            HttpReply::json(&body),
+        );
+        let u = h.task_stats(&started).unwrap().unwrap();
+        (u.cpu_percent, u.cpu_user_percent, u.cpu_system_percent)
+    };
+    let close = |got: Option<f64>, want: f64| {
+        let got = got.expect("a CPU figure");
+        assert!((got - want).abs() < 1e-9, "{got} != {want}");
+    };
+    // 2 CPUs; the container used 0.5 s (0.4 user, 0.1 kernel) while the
+    // host's CPUs used 4 s: 0.5 / 4 * 2 * 100 = 25 %.
+    let (total, user, system) = stats(
+        &mut h,
+        cpu_sample(
+            (1_500_000_000, 1_200_000_000, 300_000_000, 104_000_000_000),
+            (1_000_000_000, 800_000_000, 200_000_000, 100_000_000_000),
+            2,
+        ),
+    );
+    close(total, 25.0);
+    close(user, 20.0);
+    close(system, 5.0);
+    // online_cpus, where present, is the CPU count.
+    let mut doc: Value = serde_json::from_str(&cpu_sample(
+        (1_500_000_000, 1_200_000_000, 300_000_000, 104_000_000_000),
+        (1_000_000_000, 800_000_000, 200_000_000, 100_000_000_000),
+        2,
+    ))
+    .unwrap();
+    doc["cpu_stats"]["online_cpus"] = json!(4);
+    close(stats(&mut h, doc.to_string()).0, 50.0);
+    // An idle container between two readings: 0 %, measured.
+    let (total, ..) = stats(
+        &mut h,
+        cpu_sample(
+            (1_000_000_000, 800_000_000, 200_000_000, 104_000_000_000),
+            (1_000_000_000, 800_000_000, 200_000_000, 100_000_000_000),
+            2,
+        ),
+    );
+    close(total, 0.0);
+    // No previous reading (Docker's first sample has zeros there), the same
+    // system reading twice, or a counter going backwards: no CPU figures.
+    for (cur, pre) in [
+        (
+            (1_500_000_000, 1_200_000_000, 300_000_000, 104_000_000_000),
+            (0, 0, 0, 0),
+        ),
+        (
+            (1_500_000_000, 1_200_000_000, 300_000_000, 104_000_000_000),
+            (1_000_000_000, 800_000_000, 200_000_000, 104_000_000_000),
+        ),
+        (
+            (1_500_000_000, 1_200_000_000, 300_000_000, 100_000_000_000),
+            (1_000_000_000, 800_000_000, 200_000_000, 104_000_000_000),
+        ),
+    ] {
+        assert_eq!(
+            stats(&mut h, cpu_sample(cur, pre, 2)),
+            (None, None, None),
+            "{cur:?} {pre:?}"
+        );
+    }
+    // No CPU count at all (neither online_cpus nor percpu_usage).
+    let mut doc: Value = serde_json::from_str(&cpu_sample(
+        (1_500_000_000, 1_200_000_000, 300_000_000, 104_000_000_000),
+        (1_000_000_000, 800_000_000, 200_000_000, 100_000_000_000),
+        2,
+    ))
+    .unwrap();
+    doc["cpu_stats"]["cpu_usage"]
+        .as_object_mut()
+        .unwrap()
+        .remove("percpu_usage");
+    assert_eq!(stats(&mut h, doc.to_string()), (None, None, None));
+    // A sample with total usage but no user/kernel split: total only.
+    let mut doc: Value = serde_json::from_str(&cpu_sample(
+        (1_500_000_000, 1_200_000_000, 300_000_000, 104_000_000_000),
+        (1_000_000_000, 800_000_000, 200_000_000, 100_000_000_000),
+        2,
+    ))
+    .unwrap();
+    for k in ["cpu_stats", "precpu_stats"] {
+        let u = doc[k]["cpu_usage"].as_object_mut().unwrap();
+        u.remove("usage_in_usermode");
+        u.remove("usage_in_kernelmode");
+    }
+    let (total, user, system) = stats(&mut h, doc.to_string());
+    close(total, 25.0);
+    assert_eq!((user, system), (None, None));
+}
+
+#[test]
+fn cloud_machines_have_no_stats() {
     let mut h = harness();
     script_cloud(&mut h);
     let started = h.start_task(&Task::new("web").config(CLOUD_JOB)).unwrap();

@@ -311,7 +311,10 @@ impl DriverService for NomadPlugin {
         Ok(Response::new(pb::InspectTaskResponse {
             task: Some(status),
             driver: Some(pb::TaskDriverStatus::default()),
-            network_override: None,
+            network_override: task
+                .network_override()
+                .as_ref()
+                .map(convert::network_override),
         }))
     }
 
