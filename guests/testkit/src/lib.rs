@@ -386,12 +386,12 @@ pub enum Call {
     DescribeKey(String),
     /// An `fs` operation.
     Fs(FsOp),
+    /// `env.get(name)`, granted or not.
+    Env(String),
 }
 
 /// A file operation the guest asked for (paths as the guest gave them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-    /// `env.get(name)`, granted or not.
-    Env(String),
 pub enum FsOp {
     ReadFile(String),
     WriteFile {
@@ -534,14 +534,14 @@ struct Fake {
     http_replies: Vec<(String, String, HttpReply)>,
     http_denied: Vec<String>,
     keys: BTreeMap<String, KeyInfo>,
-    replies: Vec<(String, Vec<String>, Reply)>,
-    denied: BTreeSet<String>,
-    spawn_failures: BTreeMap<String, ProcessError>,
-    calls: Vec<Call>,
     /// The plugin's environment, and the host's grants that decide which of
     /// it the guest may read.
     env_vars: BTreeMap<String, String>,
     env_grants: nomad_wasm_host::grants::Grants,
+    replies: Vec<(String, Vec<String>, Reply)>,
+    denied: BTreeSet<String>,
+    spawn_failures: BTreeMap<String, ProcessError>,
+    calls: Vec<Call>,
     logs: Vec<LogLine>,
     events: Vec<(String, Vec<(String, String)>)>,
     procs: BTreeMap<String, Proc>,
@@ -770,10 +770,6 @@ impl http::Host for State {
     }
 }
 
-impl fs::Host for State {
-    fn read_file(&mut self, path: String) -> Result<Vec<u8>, FsError> {
-        self.fake.calls.push(Call::Fs(FsOp::ReadFile(path.clone())));
-        let p = self.fake.fs.check(&path, false)?;
 impl env::Host for State {
     fn get(&mut self, name: String) -> Result<Option<String>, EnvError> {
         self.fake.calls.push(Call::Env(name.clone()));
@@ -785,6 +781,10 @@ impl env::Host for State {
     }
 }
 
+impl fs::Host for State {
+    fn read_file(&mut self, path: String) -> Result<Vec<u8>, FsError> {
+        self.fake.calls.push(Call::Fs(FsOp::ReadFile(path.clone())));
+        let p = self.fake.fs.check(&path, false)?;
         match self.fake.fs.nodes.get(&p) {
             Some(FsNode::File { data, .. }) => Ok(data.clone()),
             Some(FsNode::Dir) => Err(FsError::Failed(format!("{p} is a directory"))),
@@ -1431,10 +1431,6 @@ impl Harness {
         self.fake.http_denied.push(url_prefix.into());
     }
 
-    /// A key grant `http.describe-key(name)` answers; unknown names fail with
-    /// `not-granted`.
-    pub fn http_key(&mut self, name: &str, info: KeyInfo) {
-        self.fake.keys.insert(name.into(), info);
     /// Sets a variable of the plugin's environment. The guest reads it only
     /// if it is granted ([`Harness::grant_env`]).
     pub fn set_env(&mut self, name: &str, value: &str) {
@@ -1473,6 +1469,10 @@ impl Harness {
             .collect()
     }
 
+    /// A key grant `http.describe-key(name)` answers; unknown names fail with
+    /// `not-granted`.
+    pub fn http_key(&mut self, name: &str, info: KeyInfo) {
+        self.fake.keys.insert(name.into(), info);
     }
 
     /// The HTTP requests the guest sent, in order.
@@ -1609,16 +1609,16 @@ impl Harness {
         Ok(())
     }
 
-    fn config(&mut self) -> Result<Vec<u8>, Error> {
-        if self.config.is_none() {
-            self.set_config("")?;
-        }
     /// The config bytes the guest returned from its last successful
     /// `set-config` (its own encoding of the parsed agent config), if any.
     pub fn guest_config(&self) -> Option<&[u8]> {
         self.config.as_deref()
     }
 
+    fn config(&mut self) -> Result<Vec<u8>, Error> {
+        if self.config.is_none() {
+            self.set_config("")?;
+        }
         Ok(self.config.clone().unwrap_or_default())
     }
 

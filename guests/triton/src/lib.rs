@@ -77,8 +77,6 @@ fn state(task: &TaskRef) -> Result<TaskState, DriverError> {
         .map_err(|e| DriverError::Fatal(format!("the task's driver state is unreadable: {e}")))
 }
 
-fn plugin_conf(config: &[u8]) -> Result<PluginConf, DriverError> {
-    if config.is_empty() {
 /// One variable of the agent's environment through the host's `env`
 /// capability (deny by default).
 fn read_env(name: &str) -> config::EnvValue {
@@ -91,6 +89,8 @@ fn read_env(name: &str) -> config::EnvValue {
     }
 }
 
+fn plugin_conf(config: &[u8]) -> Result<PluginConf, DriverError> {
+    if config.is_empty() {
         return Ok(PluginConf::default());
     }
     serde_json::from_slice(config)
