@@ -227,6 +227,17 @@ func TestTritonDockerExample(t *testing.T) {
 		if took > tritonSlack+2*time.Second {
 			t.Errorf("WaitTask took %v for a container that exits at once", took)
 		}
+		// StopTask of an exited task succeeds at once; WaitTask still
+		// answers with the same result (NOMAD-PROTOCOL §8.3 step 6).
+		start := time.Now()
+		if _, err := c.Driver.StopTask(rpcCtx(t, 10*time.Second), &drivers.StopTaskRequest{TaskId: tk.ID, Timeout: dur(5 * time.Second), Signal: "SIGTERM"}); err != nil {
+			t.Errorf("StopTask of an exited task: %v", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("StopTask of an exited task took %v", d)
+		}
+		w, _ = c.waitTask(t, tk.ID, 5*time.Second)
+		requireExit(t, w, 3, "")
 		destroyTwice(t, c, tk.ID)
 		cs = sim.state(t).containersNamed(name)
 		if len(cs) != 1 {
