@@ -573,11 +573,13 @@ impl Driver for Triton {
         }
         let (phase, ip) = read(&answer.json(), st.exit_strategy);
         Ok(match phase {
-            MachinePhase::Pending => running(POLL_PENDING_MS, None),
+            // Provisioning, or on its way down (a stop just asked for it):
+            // the change comes soon.
+            MachinePhase::Pending | MachinePhase::Stopping => running(POLL_PENDING_MS, None),
             // Once it runs, its IP is the task's address (Triton maps no
             // ports: services are reached on the instance's own IP).
             MachinePhase::Running => running(POLL_RUNNING_MS, ip.map(address)),
-            MachinePhase::Stopping | MachinePhase::Unknown => running(POLL_RUNNING_MS, None),
+            MachinePhase::Stopped | MachinePhase::Unknown => running(POLL_RUNNING_MS, None),
             MachinePhase::Exited { code, err } => exited(code, err),
         })
     }

@@ -360,8 +360,11 @@ pub enum MachinePhase {
     /// provisioning/ready: not up yet.
     Pending,
     Running,
-    /// stopping: on its way down.
+    /// stopping: on its way down (soon stopped or gone).
     Stopping,
+    /// stopped under `exit_strategy = "deleted"`: waited past until the
+    /// machine is deleted, however long that takes.
+    Stopped,
     /// The task is over, with this exit code and, if failed, a message.
     Exited {
         code: i32,
@@ -382,7 +385,7 @@ pub fn machine_phase(state: &str, strategy: ExitStrategy) -> MachinePhase {
         "stopped" if strategy == ExitStrategy::Stopped => {
             MachinePhase::Exited { code: 0, err: None }
         }
-        "stopped" => MachinePhase::Stopping,
+        "stopped" => MachinePhase::Stopped,
         "deleted" => MachinePhase::Exited { code: 0, err: None },
         "failed" => MachinePhase::Exited {
             code: 1,

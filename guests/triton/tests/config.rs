@@ -534,6 +534,10 @@ fn states_and_errors() {
     );
     assert_eq!(
         plan::machine_phase("stopped", Deleted),
+        MachinePhase::Stopped
+    );
+    assert_eq!(
+        plan::machine_phase("stopping", Deleted),
         MachinePhase::Stopping
     );
     assert_eq!(

@@ -212,7 +212,11 @@ fn cloud_poll_follows_states_and_failed_is_non_zero() {
     assert_eq!(running(h.poll_task(&started).unwrap()), Some(2_000));
     machine_state(&mut h, "running");
     assert_eq!(running(h.poll_task(&started).unwrap()), Some(5_000));
-    // exit_strategy = "deleted": a stopped machine is not the end yet.
+    // On its way down (a stop was asked for): the end comes soon.
+    machine_state(&mut h, "stopping");
+    assert_eq!(running(h.poll_task(&started).unwrap()), Some(2_000));
+    // exit_strategy = "deleted": a stopped machine is not the end yet, and
+    // may stay stopped for long.
     machine_state(&mut h, "stopped");
     assert_eq!(running(h.poll_task(&started).unwrap()), Some(5_000));
     machine_state(&mut h, "failed");
