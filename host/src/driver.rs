@@ -644,7 +644,12 @@ impl Driver {
             let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
             // The kill timeout runs from the stop, also while the guest's
             // stop-task waits for its runtime (e.g. sdc-docker's stop?t=).
-            let deadline = tokio::time::Instant::now() + timeout;
+            // (A timeout too far out to add, from a StopTaskRequest, is
+            // as good as none: a year.)
+            let now = tokio::time::Instant::now();
+            let deadline = now
+                .checked_add(timeout)
+                .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
             let asked = self
                 .call_on(&v, "stop-task", Some(task_context(&task)), move |g, s| {
                     g.call_stop_task(s, &config, &tref, &sig, timeout_ms)

@@ -211,4 +211,24 @@ async fn stop_task_gives_the_guest_nomads_kill_timeout() {
         (ev.task_id.as_str(), ev.message.as_str()),
         ("plain-2", "stop-task signal=SIGTERM timeout-ms=2500")
     );
+    // A timeout beyond u32 milliseconds (or any Instant) is saturated, not
+    // a failure.
+    let (spec, pb) = task("plain-3", "ok");
+    d.start_task(spec, pb).await.unwrap();
+    plugin
+        .stop_task(tonic::Request::new(pb::StopTaskRequest {
+            task_id: "plain-3".into(),
+            timeout: Some(prost_types::Duration {
+                seconds: i64::MAX,
+                nanos: 0,
+            }),
+            signal: String::new(),
+        }))
+        .await
+        .unwrap();
+    let ev = events.try_recv().unwrap();
+    assert_eq!(
+        (ev.task_id.as_str(), ev.message.as_str()),
+        ("plain-3", "stop-task signal= timeout-ms=4294967295")
+    );
 }
