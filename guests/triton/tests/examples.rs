@@ -109,3 +109,76 @@ fn the_agent_config_and_grants_file_fit_together() {
     grants.secret(conf.key.as_deref().unwrap()).unwrap();
     grants.secret("docker").unwrap();
 }
+
+/// The lines after `marker` that are commented-out config (`# ` removed),
+/// up to the first line that is not a comment.
+fn commented_after(text: &str, marker: &str) -> Vec<String> {
+    text.lines()
+        .skip_while(|l| !l.contains(marker))
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("# "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_environment_variant_in_the_comments_works_as_written() {
+    // The grants file's commented env block, uncommented, in place of its
+    // file-based triton secret.
+    let (_, grants_text) = example("triton.wasm.grants.hcl");
+    let env_lines: Vec<String> =
+        commented_after(&grants_text, "in the agent's environment instead")
+            .into_iter()
+            .filter(|l| l.starts_with("env \"") || l.starts_with("secret \""))
+            .collect();
+    assert!(
+        env_lines.iter().any(|l| l.starts_with("secret \"triton\"")),
+        "{env_lines:?}"
+    );
+    let rest: Vec<&str> = grants_text
+        .lines()
+        .filter(|l| !l.starts_with("secret \"triton\""))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("triton.wasm.grants.hcl");
+    std::fs::write(
+        &file,
+        format!("{}\n{}\n", rest.join("\n"), env_lines.join("\n")),
+    )
+    .unwrap();
+    let grants = Grants::default().with_file(&file).unwrap();
+    assert!(grants.check_env("TRITON_URL").is_ok());
+    assert!(grants.check_env("SDC_ACCOUNT").is_ok());
+    assert!(grants.check_env("TRITON_KEY_MATERIAL").is_err());
+    assert_eq!(
+        grants.secret("triton").unwrap().key,
+        nomad_wasm_host::grants::KeySource::Env("TRITON_KEY_MATERIAL".into())
+    );
+
+    // The agent config's commented plugin block: its args are the plugin's
+    // flags, and with the agent's environment its empty config is complete.
+    let (_, agent) = example("agent.hcl");
+    let block = commented_after(&agent, "The same from the agent's environment");
+    let args: Vec<String> = block
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with('"'))
+        .flat_map(|l| l.split(',').map(str::trim).filter(|s| !s.is_empty()))
+        .map(|s| s.trim_matches('"').to_owned())
+        .collect();
+    let o = nomad_wasm_host::cli::parse(args.clone()).unwrap();
+    assert_eq!(o.allow_env, ["TRITON_*", "SDC_*"], "{args:?}");
+    assert_eq!(o.secrets, ["triton=env:TRITON_KEY_MATERIAL"], "{args:?}");
+    let mut h = Harness::load("triton").unwrap();
+    for pattern in &o.allow_env {
+        h.grant_env(pattern);
+    }
+    h.secret_env("triton", "TRITON_KEY_MATERIAL");
+    h.set_env("TRITON_URL", "https://us-central-1.api.mnx.io");
+    h.set_env("TRITON_ACCOUNT", "bruce_dev");
+    assert!(block.iter().any(|l| l.trim() == "config {}"), "{block:?}");
+    h.set_config("").unwrap();
+    let conf: PluginConf = serde_json::from_slice(h.guest_config().unwrap()).unwrap();
+    assert_eq!(conf.account.as_deref(), Some("bruce_dev"));
+    assert_eq!(conf.key.as_deref(), Some("triton"));
+}
