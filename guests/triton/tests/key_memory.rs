@@ -11,8 +11,10 @@
 //! `Config::with_host_memory`, on-demand allocation). Each memory is scanned
 //! when wasmtime frees it, i.e. at the end of every guest call (the host makes
 //! a fresh instance per call and drops it afterwards), whole, from byte 0 to
-//! its final size. The host's trace span `guest call` names the call the
-//! memory belonged to.
+//! its final size; and also in the middle of a call, each time the http
+//! import has just signed a request with the key (the host's trace event
+//! `http request signed`), while the guest waits in that import. The host's
+//! trace span `guest call` names the call the memory belongs to.
 //!
 //! What is looked for, for every key in every scan: any 24-byte run of any
 //! encoding of the key that contains at least one byte of secret value (so
@@ -120,19 +122,29 @@ fn is_call_span(m: &tracing::Metadata<'_>) -> bool {
     m.is_span() && m.name() == "guest call"
 }
 
+/// The host's `http request signed` event, inside the http import.
+fn is_signed_event(m: &tracing::Metadata<'_>) -> bool {
+    m.is_event() && m.target() == "nomad_wasm_host::caps::http"
+}
+
 impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CallNames {
     fn register_callsite(
         &self,
         m: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        if is_call_span(m) {
+        if is_call_span(m) || is_signed_event(m) {
             tracing::subscriber::Interest::always()
         } else {
             tracing::subscriber::Interest::never()
         }
     }
     fn enabled(&self, m: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
-        is_call_span(m)
+        is_call_span(m) || is_signed_event(m)
+    }
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if is_signed_event(event.metadata()) {
+            scan_live_memories_of_this_thread();
+        }
     }
     fn on_new_span(
         &self,
@@ -322,10 +334,13 @@ impl Sink {
         std::mem::take(&mut *self.scans.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn record(&self, mem: &[u8]) {
+    /// Scans `mem` for the call running on this thread; `when` is added to
+    /// the call's name ("" for the scan when the memory is freed).
+    fn record(&self, mem: &[u8], when: &str) {
         let call = CURRENT_CALL
             .with(|c| c.borrow().last().cloned())
-            .unwrap_or_else(|| "(outside any guest call)".into());
+            .unwrap_or_else(|| "(outside any guest call)".into())
+            + when;
         let scanner = self
             .scanner
             .read()
@@ -358,6 +373,8 @@ const ALIGN: usize = 16;
 /// A guest's linear memory in a plain heap allocation, zeroed, scanned in
 /// full when dropped (when the call's store drops its instance).
 struct ScanningMemory {
+    /// Its entry in [`LIVE`].
+    id: u64,
     ptr: NonNull<u8>,
     len: usize,
     cap: usize,
@@ -382,13 +399,70 @@ impl ScanningMemory {
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { std::alloc::alloc_zeroed(layout(cap)) };
         let ptr = NonNull::new(ptr).ok_or("out of memory")?;
-        Ok(ScanningMemory {
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let m = ScanningMemory {
+            id,
             ptr,
             len: minimum,
             cap,
             max,
             sink,
-        })
+        };
+        m.publish();
+        Ok(m)
+    }
+
+    /// Records where the memory is now, for mid-call scans.
+    fn publish(&self) {
+        live().insert(
+            self.id,
+            Live {
+                thread: std::thread::current().id(),
+                ptr: self.ptr.as_ptr() as usize,
+                len: self.len,
+                sink: self.sink.clone(),
+            },
+        );
+    }
+}
+
+/// A memory that exists now: where it is and which thread made it (the
+/// thread its call runs on).
+#[derive(Clone)]
+struct Live {
+    thread: std::thread::ThreadId,
+    ptr: usize,
+    len: usize,
+    sink: Arc<Sink>,
+}
+
+static LIVE: OnceLock<Mutex<HashMap<u64, Live>>> = OnceLock::new();
+
+fn live() -> std::sync::MutexGuard<'static, HashMap<u64, Live>> {
+    LIVE.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Scans the memories of the guest call running on this thread, which is
+/// inside a host import (the http capability has just signed a request).
+fn scan_live_memories_of_this_thread() {
+    let me = std::thread::current().id();
+    let mine: Vec<Live> = live()
+        .values()
+        .filter(|l| l.thread == me)
+        .cloned()
+        .collect();
+    for l in mine {
+        // SAFETY: the memory was made by the call running on this thread,
+        // which is now inside a host import: no guest code runs until the
+        // import returns, the host does not write guest memory meanwhile
+        // (the import's arguments were copied out), and the memory cannot
+        // be freed or moved (that happens on this thread). `LIVE` has its
+        // current place and size (updated on every growth).
+        let mem = unsafe { std::slice::from_raw_parts(l.ptr as *const u8, l.len) };
+        l.sink.record(mem, " (mid-call, request just signed)");
     }
 }
 
@@ -427,6 +501,7 @@ unsafe impl wasmtime::LinearMemory for ScanningMemory {
             self.cap = new_cap;
         }
         self.len = new_size;
+        self.publish();
         Ok(())
     }
 
@@ -440,8 +515,9 @@ impl Drop for ScanningMemory {
         // SAFETY: the instance that used this memory is being torn down: no
         // guest code runs any more, and the first `len` bytes are
         // initialised and owned by this value.
+        live().remove(&self.id);
         let mem = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) };
-        self.sink.record(mem);
+        self.sink.record(mem, "");
         // SAFETY: allocated with this layout; never used after this.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout(self.cap)) };
     }
@@ -1100,6 +1176,18 @@ async fn the_guest_memory_never_holds_the_key_bytes() {
                 key.name
             );
         }
+        // And while the calls that sign were inside the http import, right
+        // after the host signed their request with this key.
+        for call in ["start-task", "poll-task", "stop-task", "destroy-task"] {
+            let mid = format!("{call} (mid-call, request just signed)");
+            assert!(
+                scans
+                    .iter()
+                    .any(|s| s.call == mid && s.markers.contains("request URL")),
+                "{}: no scan of {call}'s memory as its request was signed",
+                key.name
+            );
+        }
         // The key really signed requests while these memories were scanned.
         let log = sim.admin("GET", "/__sim/requests").await;
         let log = log.as_array().unwrap();
@@ -1144,13 +1232,14 @@ async fn the_guest_memory_never_holds_the_key_bytes() {
     eprintln!("control 1: all {} forms found", labels.len());
 
     // Positive control 2: a key's PEM text as an ordinary plugin config
-    // string, which the guest keeps and is given back on every call.
+    // string, which the guest keeps and is given back on every call
+    // (`docker_cert`: free text to set-config, and CloudAPI calls ignore it).
     let pem_key = &keys[1];
     let conf = rmp_serde::to_vec_named(&PluginConf {
         cloudapi_url: Some(sim.url.clone()),
         account: Some(ACCOUNT.into()),
         key: Some(pem_key.name.into()),
-        user: Some(pem_key.pem.clone()),
+        docker_cert: Some(pem_key.pem.clone()),
         ..PluginConf::default()
     })
     .unwrap();
@@ -1168,4 +1257,33 @@ async fn the_guest_memory_never_holds_the_key_bytes() {
         );
     }
     eprintln!("control 2: the PEM in the plugin config was found after set-config and fingerprint");
+
+    // Positive control 3, for the mid-call scan: a start with that config
+    // signs its first request (the package lookup, which finds nothing)
+    // with the PEM in the guest's memory.
+    let mut conf = cloud_conf();
+    conf.package.name = Some("no-such-package".into());
+    let pb = task_config("control/web/cloud", &conf);
+    let refused = control
+        .start_task(
+            nomad_wasm_host::nomad::convert::task_config(&pb),
+            pb.clone(),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let scans = sink.take();
+    let line = format!("{}: PEM body line", pem_key.name);
+    let mid: Vec<&Scan> = scans
+        .iter()
+        .filter(|s| s.call == "start-task (mid-call, request just signed)")
+        .collect();
+    assert!(
+        !mid.is_empty() && mid.iter().all(|s| s.leaks.contains(&line)),
+        "control 3: {}",
+        summary(&scans)
+    );
+    eprintln!(
+        "control 3: found in {} mid-call scan(s) of start-task",
+        mid.len()
+    );
 }

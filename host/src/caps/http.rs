@@ -242,6 +242,10 @@ pub fn send(grants: &Grants, req: Request) -> Result<Response, HttpError> {
     }
     if let Some(signing) = &req.sign {
         sign_headers(grants, signing, &mut headers)?;
+        // Names only the grant. Off unless a subscriber enables trace; tests
+        // scan the calling guest's memory here, right after its key was used
+        // (guests/triton/tests/key_memory.rs).
+        tracing::trace!(key = %signing.key, "http request signed");
     }
 
     let identity = match &req.client_cert {
