@@ -427,20 +427,26 @@ impl TaskConf {
     }
 }
 
-/// The agent's `plugin "..." { config { } }` block.
+/// The agent's `plugin "..." { config { } }` block. The fields of
+/// [`ENV_FALLBACKS`] that it leaves unset are taken from the agent's
+/// environment in `set-config` (see [`PluginConf::decode_with_env`]).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConf {
-    /// CloudAPI base URL, e.g. `https://us-central-1.api.mnx.io`.
+    /// CloudAPI base URL, e.g. `https://us-central-1.api.mnx.io`. Unset:
+    /// `TRITON_URL`, else `SDC_URL`, if granted.
     pub cloudapi_url: Option<String>,
-    /// The account login.
+    /// The account login. Unset: `TRITON_ACCOUNT`, else `SDC_ACCOUNT`.
     pub account: Option<String>,
-    /// An RBAC sub-user of the account.
+    /// An RBAC sub-user of the account. Unset: `TRITON_USER`, else
+    /// `SDC_USER`.
     pub user: Option<String>,
     /// The `secret` grant holding the private key that signs requests.
+    /// Unset while anything came from the environment: `"triton"`.
     pub key: Option<String>,
     /// keyId override; by default the host derives it from the key's MD5
-    /// fingerprint.
+    /// fingerprint. Unset: from `TRITON_KEY_ID`, else `SDC_KEY_ID` (a
+    /// fingerprint there becomes `/<account>[/users/<user>]/keys/<fp>`).
     pub key_id: Option<String>,
     /// Signature algorithm (e.g. `rsa-sha256`); default: the key's own.
     pub algorithm: Option<String>,
