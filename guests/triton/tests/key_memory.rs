@@ -29,9 +29,14 @@
 //! scanned, every scan must have covered bytes, the calls that talk to
 //! Triton must show the request URL (and the configured ones the account) in
 //! the memory scanned, the simulator must have verified requests signed with
-//! each key during its run, and two positive controls (key material handed
-//! to the guest through channels it does see) must be reported by the same
-//! scanner through the same path.
+//! each key during its run, and three positive controls (key material handed
+//! to the guest through channels it does see: as set-config's argument, and
+//! as a plugin config string, found after set-config and fingerprint and
+//! mid-call in start-task) must be reported by the same scanner through the
+//! same paths.
+//!
+//! This guest never calls `http.describe-key`; the host's answer to it is
+//! scanned directly instead.
 //!
 //! Needs the built guest (`scripts/build.sh`, or `cargo build -p
 //! triton-guest --target wasm32-wasip2 --profile guest`), `go` (builds the
@@ -585,6 +590,8 @@ struct Key {
     pem: String,
     /// What the simulator must see requests signed with.
     algorithm: &'static str,
+    /// MD5 fingerprint of the public key, as ssh-keygen prints it.
+    md5: String,
     key_id: String,
     forms: Vec<Form>,
 }
@@ -784,6 +791,7 @@ fn make_key(dir: &Path, name: &'static str, keygen: &[&str]) -> Key {
         pem,
         algorithm,
         key_id: format!("/{ACCOUNT}/keys/{fp}"),
+        md5: fp,
         forms,
     }
 }
@@ -1149,6 +1157,18 @@ async fn the_guest_memory_never_holds_the_key_bytes() {
     );
     for s in &loading {
         assert!(s.leaks.is_empty(), "{}: {:?}", s.call, s.leaks);
+    }
+
+    // This guest never calls http.describe-key; what it would get from it
+    // (the host's answer, lowered into its memory as is) holds nothing of
+    // the key either.
+    let scanner = sink.scanner.read().unwrap().clone().unwrap();
+    for k in &keys {
+        let info = nomad_wasm_host::caps::http::describe(&guest.host().grants, k.name).unwrap();
+        assert_eq!(info.md5_fingerprint, k.md5, "{}", k.name);
+        let bytes = [info.md5_fingerprint, info.kind, info.default_algorithm].join("\n");
+        let (leaks, _) = scanner.scan(bytes.as_bytes());
+        assert!(leaks.is_empty(), "describe-key {}: {leaks:?}", k.name);
     }
 
     for key in &keys {
