@@ -105,7 +105,8 @@ thread_local! {
 struct CallName(String);
 
 /// Keeps, per thread, the `call` field of the host's `guest call` spans that
-/// are entered. Enables nothing else.
+/// are entered, and scans the running call's memories at the http
+/// capability's `http request signed` event. Enables nothing else.
 struct CallNames;
 
 struct CallField(Option<String>);
