@@ -270,6 +270,16 @@ impl Driver {
         f: impl FnOnce(&DriverExports, &mut Store<CallState>) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<R, DriverError> {
         let guest = v.guest.clone();
+        // On the multi-threaded runtime (the plugin's) the call runs on this
+        // worker thread, which hands its other tasks to another worker:
+        // handing the call to the blocking pool and back costs two thread
+        // wake-ups, on StartTask's path among others.
+        if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            return tokio::task::block_in_place(move || guest.call(call, task, f))
+                .map_err(DriverError::from);
+        }
         tokio::task::spawn_blocking(move || guest.call(call, task, f))
             .await
             .map_err(|e| DriverError::Host(format!("guest call {call} was lost: {e}")))?

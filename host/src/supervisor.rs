@@ -18,14 +18,18 @@
 //! running is reported with its real exit status; nothing is restarted.
 //!
 //! The host and a starting supervisor talk over a socket on the
-//! supervisor's stdin: one line, `ok` or `error <text>`.
+//! supervisor's stdin: one line, `ok <task pid>` or `error <text>`. The
+//! supervisor writes `started.json` before it says `ok`, so once StartTask
+//! returns, the records a later host needs to recover the task exist.
 //!
 //! Warm supervisors: exec'ing the host binary costs about a millisecond,
 //! too much for StartTask's budget. So the host keeps a few supervisors
 //! started ahead (`__supervise --pooled`): each has made its session and
-//! waits on its control socket for one assignment, the record directory
-//! (a line) with the task's stdout and stderr descriptors attached
-//! (SCM_RIGHTS). Only the task's own spawn is then left on the request path.
+//! waits on its control socket for one assignment: a JSON line with the
+//! record directory and the spec, with the task's stdout and stderr
+//! descriptors attached (SCM_RIGHTS). Only the task's own spawn is then left
+//! on the request path. (A supervisor exec'd for one task instead reads its
+//! spec from `spec.json` in the directory named on its command line.)
 //! A pooled supervisor whose host goes away sees end-of-file and exits.
 //!
 //! The zygote: refilling the pool by exec'ing the host binary costs about a
@@ -76,13 +80,24 @@ pub struct Spec {
 }
 
 /// Written by the supervisor once the task process exists.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Started {
     pub pid: u32,
     /// `/proc/<pid>/stat` start time, in clock ticks since boot.
     pub start_time: u64,
     pub supervisor_pid: u32,
     pub supervisor_start_time: u64,
+    /// The cgroup the task runs in (its limits), if any. Records written
+    /// before this field existed have it in `spec.json` only.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+}
+
+/// What a pooled supervisor is handed: where its records go and what to run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Assignment {
+    pub dir: std::path::PathBuf,
+    pub spec: Spec,
 }
 
 /// Written by the supervisor when the task process has been reaped.
@@ -182,23 +197,24 @@ pub fn run(dir: &Path) -> ExitCode {
 /// A supervisor's life after its session exists: pooled (wait for the
 /// assignment) or given its directory on the command line.
 fn serve(dir: &Path) -> ExitCode {
-    let assigned;
-    let dir = if dir == Path::new(POOLED) {
+    // Our own start time, read before a task waits on us.
+    let me = std::process::id();
+    let my_start = start_time(me).unwrap_or(0);
+    let (dir, spec) = if dir == Path::new(POOLED) {
         match receive_assignment() {
-            Ok(d) => {
-                assigned = d;
-                assigned.as_path()
-            }
+            Ok(a) => (a.dir, Ok(a.spec)),
             // The host went away before it needed us: nothing to do.
             Err(_) => return ExitCode::from(1),
         }
     } else {
-        dir
+        let spec =
+            read_json::<Spec>(dir, SPEC_FILE).map_err(|e| format!("reading {SPEC_FILE}: {e}"));
+        (dir.to_path_buf(), spec)
     };
-    match supervise(dir) {
+    match spec.and_then(|spec| supervise(&dir, spec, (me, my_start))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            log(dir, &msg);
+            log(&dir, &msg);
             report(&format!("error {}", msg.replace('\n', " ")));
             ExitCode::from(1)
         }
@@ -209,18 +225,21 @@ fn serve(dir: &Path) -> ExitCode {
 /// spawning a process, encoding a record), so their pages are mapped before
 /// a task waits on them.
 fn warm_up() {
-    let sample = Spec {
-        program: "/bin/true".into(),
-        args: Vec::new(),
-        env: Vec::new(),
-        cwd: None,
-        user: None,
-        cgroup: None,
+    let sample = Assignment {
+        dir: "/".into(),
+        spec: Spec {
+            program: "/bin/true".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            user: None,
+            cgroup: None,
+        },
     };
     let Ok(bytes) = serde_json::to_vec(&sample) else {
         return;
     };
-    let Ok(spec) = serde_json::from_slice::<Spec>(&bytes) else {
+    let Ok(Assignment { spec, .. }) = serde_json::from_slice::<Assignment>(&bytes) else {
         return;
     };
     if Path::new(&spec.program).exists() {
@@ -289,11 +308,18 @@ fn zygote() -> ExitCode {
                 }
                 drop(shim_end);
                 let code = match nix::unistd::setsid() {
-                    Ok(_) => serve(Path::new(POOLED)),
+                    Ok(_) => {
+                        // Pages shared with the zygote are copied on the
+                        // first write: run the start path once now, while
+                        // idle, so a task does not wait for those copies
+                        // (in-process, a start via a spare went from 448 to
+                        // 308 us at p10 with this).
+                        warm_up();
+                        serve(Path::new(POOLED))
+                    }
                     Err(_) => ExitCode::from(1),
                 };
                 // Leave without returning into the zygote's loop.
-                let _ = std::io::stdout().flush();
                 std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
             }
             Ok(nix::unistd::ForkResult::Parent { child }) => {
@@ -388,9 +414,10 @@ pub fn fork_from_zygote(
     Ok((pid, std::os::unix::net::UnixStream::from(fd)))
 }
 
-/// Pooled mode: reads `<dir>\n` from the control socket (stdin) with the
-/// task's stdout and stderr descriptors attached, and makes them ours.
-fn receive_assignment() -> Result<std::path::PathBuf, String> {
+/// Pooled mode: reads the assignment (a JSON line) from the control socket
+/// (stdin) with the task's stdout and stderr descriptors attached, and
+/// makes them ours.
+fn receive_assignment() -> Result<Assignment, String> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     use std::mem::MaybeUninit;
     let stdin = std::io::stdin();
@@ -423,7 +450,7 @@ fn receive_assignment() -> Result<std::path::PathBuf, String> {
         if line.last() == Some(&b'\n') {
             break;
         }
-        if line.len() > 64 * 1024 {
+        if line.len() > MAX_ASSIGNMENT {
             return Err("assignment too long".into());
         }
     }
@@ -436,23 +463,37 @@ fn receive_assignment() -> Result<std::path::PathBuf, String> {
     })?;
     rustix::stdio::dup2_stdout(&stdout).map_err(|e| format!("taking the task's stdout: {e}"))?;
     rustix::stdio::dup2_stderr(&stderr).map_err(|e| format!("taking the task's stderr: {e}"))?;
-    use std::os::unix::ffi::OsStringExt;
-    Ok(std::path::PathBuf::from(std::ffi::OsString::from_vec(line)))
+    serde_json::from_slice(&line).map_err(|e| format!("reading the assignment: {e}"))
 }
 
-/// Host side: hands a pooled supervisor its record directory and the task's
-/// output descriptors.
+/// The longest assignment line (a task's argv and environment included).
+const MAX_ASSIGNMENT: usize = 16 << 20;
+
+/// The assignment line for [`send_assignment`]: JSON (which escapes every
+/// newline inside it) and a newline. Fails for a directory that is not
+/// UTF-8 or an assignment longer than a supervisor accepts.
+pub fn assignment_line(assignment: &Assignment) -> std::io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(assignment).map_err(std::io::Error::other)?;
+    if line.len() >= MAX_ASSIGNMENT {
+        return Err(std::io::Error::other(format!(
+            "the task's command line and environment are {} bytes; at most {MAX_ASSIGNMENT} fit",
+            line.len()
+        )));
+    }
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Host side: hands a pooled supervisor its assignment line (see
+/// [`assignment_line`]) with the task's output descriptors.
 pub fn send_assignment(
     sock: &std::os::unix::net::UnixStream,
-    dir: &Path,
+    line: &[u8],
     stdout: std::os::fd::BorrowedFd<'_>,
     stderr: std::os::fd::BorrowedFd<'_>,
 ) -> std::io::Result<()> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     use std::mem::MaybeUninit;
-    use std::os::unix::ffi::OsStrExt;
-    let mut line = dir.as_os_str().as_bytes().to_vec();
-    line.push(b'\n');
     let fds = [stdout, stderr];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut control = SendAncillaryBuffer::new(&mut space);
@@ -461,7 +502,7 @@ pub fn send_assignment(
     }
     let mut sent = rustix::net::sendmsg(
         sock,
-        &[std::io::IoSlice::new(&line)],
+        &[std::io::IoSlice::new(line)],
         &mut control,
         SendFlags::NOSIGNAL,
     )?;
@@ -478,8 +519,7 @@ pub fn send_assignment(
     Ok(())
 }
 
-fn supervise(dir: &Path) -> Result<(), String> {
-    let spec: Spec = read_json(dir, SPEC_FILE).map_err(|e| format!("reading {SPEC_FILE}: {e}"))?;
+fn supervise(dir: &Path, spec: Spec, (me, my_start): (u32, u64)) -> Result<(), String> {
     // Join the cgroup first, so the task and all it starts are inside.
     if let Some(cg) = &spec.cgroup {
         std::fs::write(
@@ -508,19 +548,19 @@ fn supervise(dir: &Path) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("starting {}: {e}", spec.program))?;
 
-    let me = std::process::id();
     let started = Started {
         pid: child.id(),
         start_time: start_time(child.id()).unwrap_or(0),
         supervisor_pid: me,
-        supervisor_start_time: start_time(me).unwrap_or(0),
+        supervisor_start_time: my_start,
+        cgroup: spec.cgroup.clone(),
     };
     if let Err(e) = write_json(dir, STARTED_FILE, &started) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(format!("recording the task's start: {e}"));
     }
-    report("ok");
+    report(&format!("ok {}", started.pid));
     // Close the control socket: the host may be gone later, and nothing
     // else is ever said on it.
     if let Ok(null) = std::fs::File::open("/dev/null") {
@@ -555,8 +595,9 @@ fn supervise(dir: &Path) -> Result<(), String> {
     write_json(dir, EXITED_FILE, &exited).map_err(|e| format!("recording the task's exit: {e}"))
 }
 
-/// Host side: reads the supervisor's one-line report.
-pub fn read_report(mut sock: impl Read) -> Result<(), String> {
+/// Host side: reads the supervisor's one-line report; returns the task's
+/// pid.
+pub fn read_report(mut sock: impl Read) -> Result<u32, String> {
     let mut buf = Vec::with_capacity(64);
     let mut byte = [0u8; 1];
     loop {
@@ -574,7 +615,9 @@ pub fn read_report(mut sock: impl Read) -> Result<(), String> {
     }
     let line = String::from_utf8_lossy(&buf);
     match line.split_once(' ') {
-        _ if line == "ok" => Ok(()),
+        Some(("ok", pid)) => pid
+            .parse()
+            .map_err(|_| format!("unexpected supervisor report {line:?}")),
         Some(("error", msg)) => Err(msg.to_owned()),
         _ if line.is_empty() => Err("the supervisor exited without reporting".into()),
         _ => Err(format!("unexpected supervisor report {line:?}")),
@@ -611,7 +654,8 @@ mod tests {
 
     #[test]
     fn reports_parse() {
-        assert!(read_report(&b"ok\n"[..]).is_ok());
+        assert_eq!(read_report(&b"ok 42\n"[..]), Ok(42));
+        assert!(read_report(&b"ok\n"[..]).is_err());
         assert_eq!(
             read_report(&b"error starting /x: nope\n"[..]).unwrap_err(),
             "starting /x: nope"
@@ -621,6 +665,44 @@ mod tests {
                 .unwrap_err()
                 .contains("without reporting")
         );
+    }
+
+    #[test]
+    fn an_assignment_is_one_line_whatever_the_task_carries() {
+        let a = Assignment {
+            dir: "/run/nomad-wasm/t-1".into(),
+            spec: Spec {
+                program: "/bin/sh".into(),
+                args: vec!["-c".into(), "echo 'two\nlines'".into()],
+                env: vec![("V".into(), "a\nb\r\0c".into())],
+                cwd: None,
+                user: None,
+                cgroup: Some("/sys/fs/cgroup/x".into()),
+            },
+        };
+        let line = assignment_line(&a).unwrap();
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let back: Assignment = serde_json::from_slice(&line[..line.len() - 1]).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn an_oversized_assignment_is_refused_with_its_size() {
+        let mut a = Assignment {
+            dir: "/d".into(),
+            spec: Spec {
+                program: "/bin/true".into(),
+                args: Vec::new(),
+                env: Vec::new(),
+                cwd: None,
+                user: None,
+                cgroup: None,
+            },
+        };
+        a.spec.env.push(("BIG".into(), "x".repeat(MAX_ASSIGNMENT)));
+        let e = assignment_line(&a).unwrap_err().to_string();
+        assert!(e.contains("command line and environment"), "{e}");
     }
 
     #[test]

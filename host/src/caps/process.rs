@@ -356,11 +356,11 @@ impl WarmPool {
     }
 
     /// Hands the assignment to an idle supervisor, if one takes it.
-    fn assign(&self, dir: &Path, stdout: &OwnedFd, stderr: &OwnedFd) -> Option<Warm> {
+    fn assign(&self, line: &[u8], stdout: &OwnedFd, stderr: &OwnedFd) -> Option<Warm> {
         use std::os::fd::AsFd;
         loop {
             let mut w = self.idle.lock().ok()?.pop()?;
-            match supervisor::send_assignment(&w.sock, dir, stdout.as_fd(), stderr.as_fd()) {
+            match supervisor::send_assignment(&w.sock, line, stdout.as_fd(), stderr.as_fd()) {
                 Ok(()) => return Some(w),
                 Err(e) => {
                     // It died while idle (killed by someone); try the next.
@@ -584,13 +584,22 @@ impl ProcessTable {
             spec.cgroup = cgroup.as_ref().map(|p| p.to_string_lossy().into_owned());
         }
         let cleanup = |msg: String| cleanup(msg, &cgroup);
-        supervisor::write_json(&dir, supervisor::SPEC_FILE, &spec)
-            .map_err(|e| cleanup(format!("writing the process spec: {e}")))?;
-        let warm = self.warm.assign(&dir, &stdout, &stderr);
+        let assignment = supervisor::Assignment {
+            dir: dir.clone(),
+            spec,
+        };
+        let line = supervisor::assignment_line(&assignment)
+            .map_err(|e| cleanup(format!("handing the task to its supervisor: {e}")))?;
+        let spec = assignment.spec;
+        let warm = self.warm.assign(&line, &stdout, &stderr);
         self.warm.refill(&handle);
         let (mut sup, host_end) = match warm {
             Some(w) => (w.sup, w.sock),
             None => {
+                // No spare: exec a supervisor for this task, which reads
+                // its spec from the record directory.
+                supervisor::write_json(&dir, supervisor::SPEC_FILE, &spec)
+                    .map_err(|e| cleanup(format!("writing the process spec: {e}")))?;
                 let (host_end, shim_end) = UnixStream::pair()
                     .map_err(|e| cleanup(format!("creating the control socket: {e}")))?;
                 let mut cmd = tokio::process::Command::new(&self.supervisor_exe);
@@ -608,12 +617,14 @@ impl ProcessTable {
             }
         };
         let _ = host_end.set_read_timeout(Some(SUPERVISOR_REPORT_TIMEOUT));
-        if let Err(e) = supervisor::read_report(&host_end) {
-            sup.kill();
-            return Err(cleanup(e));
-        }
-        let started: supervisor::Started = supervisor::read_json(&dir, supervisor::STARTED_FILE)
-            .map_err(|e| cleanup(format!("reading the supervisor's start record: {e}")))?;
+        let pid = match supervisor::read_report(&host_end) {
+            Ok(pid) => pid,
+            Err(e) => {
+                sup.kill();
+                return Err(cleanup(e));
+            }
+        };
+        let supervisor_pid = sup.pid().unwrap_or(0);
         let (tx, rx) = watch::channel(None);
         let exit_dir = dir.clone();
         handle.spawn(async move {
@@ -623,11 +634,11 @@ impl ProcessTable {
         });
         Ok(self.insert(Proc {
             id,
-            pid: started.pid,
+            pid,
             task_id,
             dir,
             cgroup,
-            supervisor_pid: started.supervisor_pid,
+            supervisor_pid,
             exit: rx,
         }))
     }
@@ -668,9 +679,14 @@ impl ProcessTable {
             id: id.to_owned(),
             pid: started.pid,
             task_id,
-            cgroup: supervisor::read_json::<supervisor::Spec>(&dir, supervisor::SPEC_FILE)
-                .ok()
-                .and_then(|s| s.cgroup)
+            cgroup: started
+                .cgroup
+                .clone()
+                .or_else(|| {
+                    supervisor::read_json::<supervisor::Spec>(&dir, supervisor::SPEC_FILE)
+                        .ok()
+                        .and_then(|s| s.cgroup)
+                })
                 .map(PathBuf::from),
             supervisor_pid: started.supervisor_pid,
             dir,
