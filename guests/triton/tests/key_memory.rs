@@ -5,7 +5,8 @@
 //! `driver::Driver`, the code the plugin and `nomad-driver-wasm run` use) run
 //! the BUILT guest through whole task lifecycles against the Triton simulator
 //! (`tests/triton-sim`, which verifies every HTTP Signature), with real keys
-//! held by the host through `secret` grants. The only difference from the
+//! held by the host through `secret` grants (four key files, and one key
+//! whose PEM text is in an environment variable). The only difference from the
 //! plugin is the engine: instead of the pooling allocator, every linear memory
 //! an instance gets comes from [`ScanningCreator`] below (wasmtime's
 //! `Config::with_host_memory`, on-demand allocation). Each memory is scanned
@@ -19,8 +20,8 @@
 //! What is looked for, for every key in every scan: any 24-byte run of any
 //! encoding of the key that contains at least one byte of secret value (so
 //! the public key, format headers and constants never count): the PEM body
-//! lines, the base64 body unwrapped, the decoded file (PKCS#1 DER or the
-//! OpenSSH key blob), PKCS#1 and PKCS#8 DER of RSA keys and PKCS#8 DER of
+//! lines, the base64 body unwrapped, the decoded file (PKCS#1 or PKCS#8 DER,
+//! or the OpenSSH key blob), PKCS#1 and PKCS#8 DER of RSA keys and PKCS#8 DER of
 //! Ed25519 (and their base64), and every secret number raw, big- and
 //! little-endian and in hex (RSA d, p, q, dp, dq, qinv; the Ed25519 seed;
 //! the ECDSA scalar).
@@ -67,7 +68,7 @@ use nomad_wasm_host::grants::Grants;
 use nomad_wasm_host::runtime::bindings::nomad::driver::http::Request;
 use nomad_wasm_host::runtime::{CallLimits, Guest};
 use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
-use rsa::pkcs8::EncodePrivateKey as _;
+use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use rsa::traits::PrivateKeyParts as _;
 use serde_json::Value;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
@@ -671,6 +672,8 @@ fn make_key(dir: &Path, name: &'static str, keygen: &[&str]) -> Key {
         "OpenSSH key blob"
     } else if pem.starts_with("-----BEGIN RSA PRIVATE KEY-----") {
         "PKCS#1 DER (the file's body)"
+    } else if pem.starts_with("-----BEGIN PRIVATE KEY-----") {
+        "PKCS#8 DER (the file's body)"
     } else {
         panic!("{name}: unexpected key file format:\n{pem}")
     };
@@ -739,12 +742,20 @@ fn make_key(dir: &Path, name: &'static str, keygen: &[&str]) -> Key {
             }
             other => panic!("{name}: key type {}", String::from_utf8_lossy(other)),
         }
-    } else {
+    } else if file_kind.starts_with("PKCS#1") {
         let k = rsa::RsaPrivateKey::from_pkcs1_der(&body).unwrap();
         secrets = rsa_secrets(&k);
         derived.push((
             "PKCS#8 DER".into(),
             k.to_pkcs8_der().unwrap().as_bytes().to_vec(),
+        ));
+        algorithm = "rsa-sha256";
+    } else {
+        let k = rsa::RsaPrivateKey::from_pkcs8_der(&body).unwrap();
+        secrets = rsa_secrets(&k);
+        derived.push((
+            "PKCS#1 DER".into(),
+            k.to_pkcs1_der().unwrap().as_bytes().to_vec(),
         ));
         algorithm = "rsa-sha256";
     }
@@ -1101,9 +1112,13 @@ fn summary(scans: &[Scan]) -> String {
         .join("; ")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_guest_memory_never_holds_the_key_bytes() {
-    install_call_names();
+/// The plugin environment variable that holds the PEM text of the key
+/// `rsa-pkcs8-env` (a `secret { env = ... }` grant). The guest may read
+/// `TRITON_*` variables; the host never gives it a secret's source.
+const KEY_VAR: &str = "TRITON_KEYMEM_PRIVATE_KEY";
+
+#[test]
+fn the_guest_memory_never_holds_the_key_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let keys = [
         make_key(dir.path(), "rsa-openssh", &["-t", "rsa", "-b", "2048"]),
@@ -1118,7 +1133,26 @@ async fn the_guest_memory_never_holds_the_key_bytes() {
             "ecdsa-p256-openssh",
             &["-t", "ecdsa", "-b", "256"],
         ),
+        make_key(
+            dir.path(),
+            "rsa-pkcs8-env",
+            &["-t", "rsa", "-b", "2048", "-m", "PKCS8"],
+        ),
     ];
+    // SAFETY: no other thread of this test binary runs yet (this is its
+    // only test, and the async runtime, simulator reader and epoch ticker
+    // start below), so nothing reads the environment concurrently.
+    unsafe { std::env::set_var(KEY_VAR, &keys[4].pem) };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(dir, keys));
+}
+
+async fn run(dir: tempfile::TempDir, keys: [Key; 5]) {
+    install_call_names();
     let sim = Sim::start(&keys);
 
     let sink = Arc::new(Sink::default());
@@ -1129,9 +1163,17 @@ async fn the_guest_memory_never_holds_the_key_bytes() {
     )));
     let engine = scanning_engine(sink.clone());
 
-    let mut grants = Grants::default().with_http_origin(&sim.url, None).unwrap();
+    let mut grants = Grants::default()
+        .with_http_origin(&sim.url, None)
+        .unwrap()
+        .with_env("TRITON_*")
+        .unwrap();
     for k in &keys {
-        grants = grants.with_secret(k.name, k.file.clone(), None).unwrap();
+        grants = if k.name.ends_with("-env") {
+            grants.with_secret_env(k.name, KEY_VAR, None).unwrap()
+        } else {
+            grants.with_secret(k.name, k.file.clone(), None).unwrap()
+        };
     }
     let host = HostContext::new("triton.wasm".into(), grants, dir.path().join("state"));
     let wasm = repo().join("target/wasm32-wasip2/guest/triton.wasm");
