@@ -30,6 +30,10 @@ const POLL_MAX: Duration = Duration::from_secs(60);
 /// poll it triggers to see the end before the host escalates.
 const STOP_POLL_GRACE: Duration = Duration::from_secs(1);
 
+/// The stop "signal" with which Nomad hands a remote task to another
+/// allocation (NOMAD-PROTOCOL.md, `remote_tasks`): stop managing, don't kill.
+pub const DETACH_SIGNAL: &str = "DETACH";
+
 /// Why a driver operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -632,6 +636,34 @@ impl Driver {
     /// Asks the guest to stop the task with `signal` (telling it `timeout`),
     /// waits until `timeout` has passed since it asked, then kills whatever
     /// is left. Returns once the task is dead.
+    /// `StopTask(DETACH)`: Nomad hands a remote task to a replacement
+    /// allocation and asks this one to stop managing it without stopping
+    /// it. The task's wait ends (exit 0), the host stops following it, and
+    /// its destroy releases nothing. Only for drivers that declare
+    /// `remote-tasks`; nothing local may run for such a task.
+    fn detach(&self, task: &Arc<Task>) -> Result<(), DriverError> {
+        use std::sync::atomic::Ordering;
+        let v = self.version_of(task);
+        if !v.manifest.capabilities.remote_tasks {
+            return Err(DriverError::InvalidRequest(format!(
+                "stop signal {DETACH_SIGNAL} is only for remote tasks, and driver {:?} does not declare remote-tasks",
+                v.manifest.info.name
+            )));
+        }
+        if task.main_process.is_some() {
+            return Err(DriverError::InvalidRequest(format!(
+                "task {} runs a process on this host, which {DETACH_SIGNAL} would leave unmanaged; stop it with a signal",
+                task.id
+            )));
+        }
+        task.detached.store(true, Ordering::Release);
+        if task.exit().is_none() {
+            task.set_exit(TaskResult::default());
+        }
+        tracing::info!(task_id = %task.id, "task detached: no longer managed by this allocation");
+        Ok(())
+    }
+
     pub async fn stop_task(
         &self,
         id: &str,
@@ -640,6 +672,9 @@ impl Driver {
     ) -> Result<(), DriverError> {
         use std::sync::atomic::Ordering;
         let task = self.task(id)?;
+        if signal == DETACH_SIGNAL {
+            return self.detach(&task);
+        }
         if task.exit().is_some() {
             return Ok(());
         }
@@ -838,10 +873,18 @@ impl Driver {
     /// Removes the task and everything the host and guest hold for it.
     /// Unknown ids succeed: Nomad may destroy twice.
     pub async fn destroy_task(&self, id: &str, force: bool) -> Result<(), DriverError> {
+        use std::sync::atomic::Ordering;
         let Some(task) = self.tasks.get(id) else {
             tracing::debug!(task_id = id, "destroy of an unknown task: nothing to do");
             return Ok(());
         };
+        if task.detached.load(Ordering::Acquire) {
+            // Another allocation manages the instance now: forget it here,
+            // without the guest's destroy-task (which would delete it).
+            self.tasks.remove(id);
+            tracing::info!(task_id = id, "detached task forgotten");
+            return Ok(());
+        }
         if task.exit().is_none() {
             if !force {
                 return Err(DriverError::InvalidRequest(format!(

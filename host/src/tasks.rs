@@ -42,6 +42,10 @@ pub struct Task {
     /// Wakes the loop that follows the task for a poll at once (a stop
     /// just asked the guest to end it).
     pub poll_now: tokio::sync::Notify,
+    /// Nomad stopped the task with `DETACH` (a remote task handed to a
+    /// replacement allocation): this process stops managing it, and its
+    /// destroy leaves the remote instance alone.
+    pub detached: std::sync::atomic::AtomicBool,
     /// The task's addressing as the guest last gave it: what `start-task`
     /// returned, replaced by each poll that carries one. InspectTask
     /// reports it.
@@ -69,6 +73,7 @@ impl Task {
             handle_config,
             followed: std::sync::atomic::AtomicBool::new(false),
             poll_now: tokio::sync::Notify::new(),
+            detached: std::sync::atomic::AtomicBool::new(false),
             network_override: Mutex::new(None),
             exit: watch::channel(None).0,
         }

@@ -232,3 +232,24 @@ async fn stop_task_gives_the_guest_nomads_kill_timeout() {
         ("plain-3", "stop-task signal= timeout-ms=4294967295")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_is_refused_for_a_driver_without_remote_tasks() {
+    let state = tempfile::tempdir().unwrap();
+    let d = driver(&state);
+    let (spec, pb) = task("detach-1", "remote");
+    d.start_task(spec, pb).await.unwrap();
+    let e = d
+        .stop_task("detach-1", Duration::from_secs(1), "DETACH".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("DETACH") && e.contains("remote-tasks"),
+        "unexpected error: {e}"
+    );
+    // Refused, so nothing changed: the task is still managed and running.
+    let t = d.tasks().get("detach-1").unwrap();
+    assert!(t.exit().is_none());
+    d.destroy_task("detach-1", true).await.unwrap();
+}

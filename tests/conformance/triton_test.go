@@ -776,3 +776,56 @@ func TestTritonInspectTaskShowsThePrimaryIP(t *testing.T) {
 		inspectAddr(t, tk, m["primaryIp"].(string))
 	})
 }
+
+// TestTritonDetach: Nomad stops a remote task with the DETACH signal when it
+// hands the task to a replacement allocation (NOMAD-PROTOCOL §6, remote_tasks):
+// this allocation stops managing it but must not stop or delete the instance.
+// The replacement recovers it from the same handle under its own task id and
+// then owns it to the end, exit code included.
+func TestTritonDetach(t *testing.T) {
+	sim := startTritonSim(t)
+	c := tritonLaunch(t, sim, t.TempDir())
+
+	jt, cfg := dockerExample(t, nil, exitStrategy("deleted"))
+	tk := tritonTask(t, c, jt, cfg)
+	name := tritonInstanceName(tk)
+	resp := tritonStart(t, c, tk)
+	id := sim.containerID(t, name)
+	sim.waitPolled(t, id)
+
+	if _, err := c.Driver.StopTask(rpcCtx(t, 10*time.Second), &drivers.StopTaskRequest{TaskId: tk.ID, Timeout: dur(5 * time.Second), Signal: "DETACH"}); err != nil {
+		t.Fatalf("StopTask(DETACH): %v", err)
+	}
+	w, err := c.Driver.WaitTask(rpcCtx(t, 5*time.Second), &drivers.WaitTaskRequest{TaskId: tk.ID})
+	if err != nil {
+		t.Fatalf("WaitTask after DETACH: %v", err)
+	}
+	requireExit(t, w, 0, "")
+	destroyTwice(t, c, tk.ID)
+	cs := sim.state(t).containersNamed(name)
+	if len(cs) != 1 || cs[0]["State"].(map[string]interface{})["Running"] != true {
+		t.Fatalf("after DETACH and DestroyTask (exit_strategy deleted) the container must still run: %v", cs)
+	}
+
+	// The replacement allocation's task gets the handle.
+	h := storedHandle(resp.GetHandle())
+	h.Config.Id = tk.ID + "-replacement"
+	h.Config.AllocId = "replacement-" + tk.AllocID
+	if _, err := c.Driver.RecoverTask(rpcCtx(t, 20*time.Second), &drivers.RecoverTaskRequest{TaskId: h.Config.Id, Handle: h}); err != nil {
+		t.Fatalf("RecoverTask by the replacement: %v", err)
+	}
+	t.Cleanup(func() {
+		_, _ = c.Driver.DestroyTask(rpcCtx(t, 20*time.Second), &drivers.DestroyTaskRequest{TaskId: h.Config.Id, Force: true})
+	})
+	wa := c.waitAsync(h.Config.Id)
+	wa.requireBlocked(t, time.Second, "the replacement's recovered container")
+	if n := sim.creates(t, name); n != 1 {
+		t.Fatalf("%d container creates; DETACH and recovery must not create another", n)
+	}
+	sim.exitContainer(t, id, 9)
+	requireExit(t, wa.get(t, tritonSlack, "the replacement's container after exit 9"), 9, "")
+	destroyTwice(t, c, h.Config.Id)
+	if cs := sim.state(t).containersNamed(name); len(cs) != 0 {
+		t.Errorf("the replacement's DestroyTask (exit_strategy deleted) left the container: %v", cs)
+	}
+}
