@@ -882,6 +882,7 @@ impl Driver {
             // Another allocation manages the instance now: forget it here,
             // without the guest's destroy-task (which would delete it).
             self.tasks.remove(id);
+            self.host.forget_task_events(id);
             tracing::info!(task_id = id, "detached task forgotten");
             return Ok(());
         }
@@ -928,6 +929,7 @@ impl Driver {
         .map_err(|e| self.refused("destroy-task", e))?;
         self.tasks.remove(id);
         self.host.processes.remove_task(id);
+        self.host.forget_task_events(id);
         tracing::info!(task_id = id, "task destroyed");
         Ok(())
     }

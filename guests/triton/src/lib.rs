@@ -572,6 +572,13 @@ impl Driver for Triton {
             return Err(refused("polling the instance", &answer));
         }
         let (phase, ip) = read(&answer.json(), st.exit_strategy);
+        let what = match st.kind {
+            Kind::CloudApi => "machine",
+            Kind::DockerApi => "container",
+        };
+        if let Some(message) = plan::progress(what, &st.name, &phase, ip.as_deref()) {
+            event(&message, &st.id);
+        }
         Ok(match phase {
             // Provisioning, or on its way down (a stop just asked for it):
             // the change comes soon.

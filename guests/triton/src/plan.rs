@@ -374,6 +374,26 @@ pub enum MachinePhase {
     Unknown,
 }
 
+/// The task event for what a poll saw (`what` is "machine" or
+/// "container"), or none once the task is over (the host reports the
+/// exit). Sent on every poll: the host passes on only changes.
+pub fn progress(what: &str, name: &str, phase: &MachinePhase, ip: Option<&str>) -> Option<String> {
+    let state = match phase {
+        MachinePhase::Pending => "is being provisioned".to_owned(),
+        MachinePhase::Running => match ip {
+            Some(ip) => format!("is running at {ip}"),
+            None => "is running".to_owned(),
+        },
+        MachinePhase::Stopping => "is stopping".to_owned(),
+        MachinePhase::Stopped => {
+            "is stopped; the task ends when it is deleted (exit_strategy \"deleted\")".to_owned()
+        }
+        MachinePhase::Unknown => "is offline or in an unknown state; still watching it".to_owned(),
+        MachinePhase::Exited { .. } => return None,
+    };
+    Some(format!("Triton {what} {name} {state}"))
+}
+
 /// The meaning of CloudAPI's `state` under an exit strategy: `failed` is a
 /// non-zero exit; `stopped` ends the task under `stopped` (exit 0) and is
 /// waited past under `deleted`; `deleted` always ends it.

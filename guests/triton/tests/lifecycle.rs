@@ -281,6 +281,19 @@ fn cloud_poll_reports_the_primary_ip_once_the_machine_runs() {
         &format!(r#"{{"id":"{MACHINE}","state":"running","primaryIp":""}}"#),
     );
     assert_eq!(address(h.poll_task(&started).unwrap()), None);
+    // Each poll says what it saw as a task event (the host passes on only
+    // changes): provisioning, then running with its address.
+    let said: Vec<String> = h.task_events().into_iter().map(|(m, _)| m).collect();
+    let name = format!("Triton machine {NAME}");
+    assert!(
+        said.contains(&format!("{name} is being provisioned")),
+        "{said:?}"
+    );
+    assert!(
+        said.contains(&format!("{name} is running at 165.225.1.7")),
+        "{said:?}"
+    );
+    assert_eq!(said.last(), Some(&format!("{name} is running")));
 }
 
 #[test]

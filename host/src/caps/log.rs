@@ -49,7 +49,7 @@ impl Host for CallState {
             Some(task) => {
                 let mut event = TaskEvent::for_task(task, message);
                 event.annotations = annotations.into_iter().collect();
-                self.host.emit(event);
+                self.host.emit_guest_event(event);
             }
             None => tracing::info!(
                 target: "guest",

@@ -33,6 +33,11 @@ pub struct HostContext {
     pub grants: Grants,
     pub processes: Arc<ProcessTable>,
     pub events: broadcast::Sender<TaskEvent>,
+    /// Each task's last guest event (message and annotations), so a guest
+    /// that reports the state it sees on every poll sends Nomad only the
+    /// changes.
+    last_events:
+        std::sync::Mutex<std::collections::HashMap<String, (String, BTreeMap<String, String>)>>,
 }
 
 impl HostContext {
@@ -51,10 +56,32 @@ impl HostContext {
             grants,
             processes: Arc::new(processes),
             events,
+            last_events: Default::default(),
         })
     }
 
     /// Publishes a task event to every open `TaskEvents` stream.
+    /// Emits a guest's task event unless it repeats the task's previous
+    /// one exactly (message and annotations).
+    pub fn emit_guest_event(&self, event: TaskEvent) {
+        let entry = (event.message.clone(), event.annotations.clone());
+        if let Ok(mut last) = self.last_events.lock() {
+            if last.get(&event.task_id) == Some(&entry) {
+                tracing::debug!(task_id = %event.task_id, "repeated task event not sent again: {}", event.message);
+                return;
+            }
+            last.insert(event.task_id.clone(), entry);
+        }
+        self.emit(event);
+    }
+
+    /// Forgets a destroyed task's last event.
+    pub fn forget_task_events(&self, task_id: &str) {
+        if let Ok(mut last) = self.last_events.lock() {
+            last.remove(task_id);
+        }
+    }
+
     pub fn emit(&self, event: TaskEvent) {
         tracing::info!(task_id = %event.task_id, alloc_id = %event.alloc_id, "task event: {}", event.message);
         // No receiver just means no TaskEvents stream is open yet.
