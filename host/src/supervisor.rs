@@ -189,7 +189,7 @@ pub fn run(dir: &Path) -> ExitCode {
         return zygote();
     }
     if dir == Path::new(POOLED) {
-        warm_up();
+        warm_up(true);
     }
     serve(dir)
 }
@@ -223,8 +223,10 @@ fn serve(dir: &Path) -> ExitCode {
 
 /// Runs, while idle, the code paths a start needs (decoding a spec,
 /// spawning a process, encoding a record), so their pages are mapped before
-/// a task waits on them.
-fn warm_up() {
+/// a task waits on them. `spawn`: also spawn `/bin/true` (the zygote and
+/// exec'd spares do; a forked spare shares the zygote's mapped pages and
+/// only needs its own copies of the ones a start writes).
+fn warm_up(spawn: bool) {
     let sample = Assignment {
         dir: "/".into(),
         spec: Spec {
@@ -242,16 +244,19 @@ fn warm_up() {
     let Ok(Assignment { spec, .. }) = serde_json::from_slice::<Assignment>(&bytes) else {
         return;
     };
-    if Path::new(&spec.program).exists() {
-        let _ = Command::new(&spec.program)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .status();
+    let mut cmd = Command::new(&spec.program);
+    cmd.env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    if spawn && Path::new(&spec.program).exists() {
+        let _ = cmd.status();
     }
     let _ = start_time(std::process::id());
+    // The stack a start runs on (copy-on-write after a fork).
+    let stack = std::hint::black_box([1u8; 64 * 1024]);
+    std::hint::black_box(&stack);
 }
 
 /// Zygote mode (see the module docs): forks one pooled supervisor per
@@ -272,7 +277,7 @@ fn zygote() -> ExitCode {
     if ignored.is_err() {
         return ExitCode::from(1);
     }
-    warm_up();
+    warm_up(true);
     let control = std::io::stdin();
     let mut request = [0u8; 1];
     loop {
@@ -314,7 +319,7 @@ fn zygote() -> ExitCode {
                         // idle, so a task does not wait for those copies
                         // (in-process, a start via a spare went from 448 to
                         // 308 us at p10 with this).
-                        warm_up();
+                        warm_up(false);
                         serve(Path::new(POOLED))
                     }
                     Err(_) => ExitCode::from(1),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nomad_wasm_host::caps::cgroups::Limits;
-use nomad_wasm_host::caps::process::ProcessTable;
+use nomad_wasm_host::caps::process::{ProcessTable, WARM_SUPERVISORS};
 use nomad_wasm_host::supervisor::{self, Spec, Started};
 
 /// The tests look at this process's children: one at a time.
@@ -73,7 +73,7 @@ async fn a_task_starts_in_a_spare_supervisor_with_its_output_descriptors() {
     let state = tempfile::tempdir().unwrap();
     let t = table(&state);
     t.prewarm();
-    until_idle(&t, 2).await;
+    until_idle(&t, WARM_SUPERVISORS).await;
     let spares = t.warm_idle_pids();
 
     let (reader, writer) = std::io::pipe().unwrap();
@@ -108,7 +108,7 @@ async fn a_task_starts_in_a_spare_supervisor_with_its_output_descriptors() {
     assert_eq!(ignored_signals(started.supervisor_pid) & SIGCHLD_BIT, 0);
     assert_eq!(ignored_signals(started.pid) & SIGCHLD_BIT, 0);
     // The pool is topped up again in the background.
-    until_idle(&t, 2).await;
+    until_idle(&t, WARM_SUPERVISORS).await;
 
     p.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
     let exit = tokio::time::timeout(Duration::from_secs(10), p.wait())
@@ -123,9 +123,9 @@ async fn spare_supervisors_that_died_while_idle_are_skipped() {
     let state = tempfile::tempdir().unwrap();
     let t = table(&state);
     t.prewarm();
-    until_idle(&t, 2).await;
+    until_idle(&t, WARM_SUPERVISORS).await;
     let idle = t.warm_idle_pids();
-    assert_eq!(idle.len(), 2, "idle spares {idle:?}");
+    assert_eq!(idle.len(), WARM_SUPERVISORS, "idle spares {idle:?}");
     for pid in &idle {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(*pid as i32),
@@ -183,7 +183,7 @@ async fn a_dead_zygote_is_replaced_and_starts_still_work() {
     let state = tempfile::tempdir().unwrap();
     let t = table(&state);
     t.prewarm();
-    until_idle(&t, 2).await;
+    until_idle(&t, WARM_SUPERVISORS).await;
     let zygote = t.zygote_pid().expect("a zygote runs");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(zygote as i32),
@@ -192,8 +192,8 @@ async fn a_dead_zygote_is_replaced_and_starts_still_work() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
 
-    // Two starts use up the spares forked before; refilling after them
-    // finds the zygote dead and starts a new one.
+    // The first start's refill finds the zygote dead and starts a new
+    // one.
     for n in 0..3 {
         let p = tokio::task::block_in_place(|| {
             t.spawn(
@@ -209,7 +209,7 @@ async fn a_dead_zygote_is_replaced_and_starts_still_work() {
             .await
             .unwrap();
         assert_eq!(exit.code, 5);
-        until_idle(&t, 2).await;
+        until_idle(&t, WARM_SUPERVISORS).await;
     }
     let again = t.zygote_pid().expect("a new zygote runs");
     assert_ne!(again, zygote);

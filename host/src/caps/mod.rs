@@ -36,9 +36,11 @@ pub struct HostContext {
     /// Each task's last guest event (message and annotations), so a guest
     /// that reports the state it sees on every poll sends Nomad only the
     /// changes.
-    last_events:
-        std::sync::Mutex<std::collections::HashMap<String, (String, BTreeMap<String, String>)>>,
+    last_events: std::sync::Mutex<std::collections::HashMap<String, LastEvent>>,
 }
+
+/// A task event's message and annotations, for spotting repeats.
+type LastEvent = (String, BTreeMap<String, String>);
 
 impl HostContext {
     /// `state_dir` holds the supervisors' records; it must survive host
