@@ -636,6 +636,19 @@ impl Driver {
     /// Asks the guest to stop the task with `signal` (telling it `timeout`),
     /// waits until `timeout` has passed since it asked, then kills whatever
     /// is left. Returns once the task is dead.
+    /// Asks the guest to SIGKILL a task the host does not run itself (a
+    /// remote instance): its `signal-task` with "SIGKILL".
+    async fn guest_kill(&self, task: &Arc<Task>) -> Result<(), DriverError> {
+        let v = self.version_of(task);
+        let config = self.config(&v).await?;
+        let tref = task_ref(task);
+        self.call_on(&v, "signal-task", Some(task_context(task)), move |g, s| {
+            g.call_signal_task(s, &config, &tref, "SIGKILL")
+        })
+        .await?
+        .map_err(|e| self.refused("signal-task", e))
+    }
+
     /// `StopTask(DETACH)`: Nomad hands a remote task to a replacement
     /// allocation and asks this one to stop managing it without stopping
     /// it. The task's wait ends (exit 0), the host stops following it, and
@@ -738,16 +751,8 @@ impl Driver {
         if task.main_process.is_none() && task.followed.load(Ordering::Acquire) {
             // A task the guest follows: its kill is the guest's SIGKILL,
             // and the guest's next poll sees the end.
-            let v = self.version_of(&task);
-            let config = self.config(&v).await?;
-            let tref = task_ref(&task);
-            let killed = self
-                .call_on(&v, "signal-task", Some(task_context(&task)), move |g, s| {
-                    g.call_signal_task(s, &config, &tref, "SIGKILL")
-                })
-                .await;
-            if !matches!(killed, Ok(Ok(()))) {
-                tracing::warn!(task_id = id, "guest could not kill the task");
+            if let Err(e) = self.guest_kill(&task).await {
+                tracing::warn!(task_id = id, error = %e, "guest could not kill the task");
             }
             task.poll_now.notify_one();
             if tokio::time::timeout(KILL_GRACE, task.wait()).await.is_ok() {
@@ -896,17 +901,8 @@ impl Driver {
                 // Nothing of the task runs here (e.g. a remote instance):
                 // its kill is the guest's SIGKILL, without which it would
                 // outlive the task.
-                let v = self.version_of(&task);
-                if let Ok(config) = self.config(&v).await {
-                    let tref = task_ref(&task);
-                    let killed = self
-                        .call_on(&v, "signal-task", Some(task_context(&task)), move |g, s| {
-                            g.call_signal_task(s, &config, &tref, "SIGKILL")
-                        })
-                        .await;
-                    if !matches!(killed, Ok(Ok(()))) {
-                        tracing::warn!(task_id = id, "guest could not kill the task it destroys");
-                    }
+                if let Err(e) = self.guest_kill(&task).await {
+                    tracing::warn!(task_id = id, error = %e, "guest could not kill the task it destroys");
                 }
             }
             self.kill_processes(id).await;

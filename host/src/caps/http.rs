@@ -395,18 +395,7 @@ impl Host for CallState {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use base64::Engine as _;
-
-    fn pem(label: &str, der: &[u8]) -> String {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let mut out = format!("-----BEGIN {label}-----\n");
-        for chunk in b64.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-            out.push('\n');
-        }
-        out.push_str(&format!("-----END {label}-----\n"));
-        out
-    }
+    use crate::caps::httpsig::tests::pem;
 
     fn ed25519_pem() -> String {
         let rng = aws_lc_rs::rand::SystemRandom::new();

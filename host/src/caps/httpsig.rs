@@ -524,11 +524,12 @@ impl<'a> Wire<'a> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use aws_lc_rs::signature::UnparsedPublicKey;
 
-    fn pem(label: &str, der: &[u8]) -> String {
+    /// A PEM block of `der` (also used by the http capability's tests).
+    pub(crate) fn pem(label: &str, der: &[u8]) -> String {
         let b64 = base64::engine::general_purpose::STANDARD.encode(der);
         let mut out = format!("-----BEGIN {label}-----\n");
         for chunk in b64.as_bytes().chunks(64) {
