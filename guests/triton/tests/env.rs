@@ -39,6 +39,18 @@ fn set_all(h: &mut Harness, prefix: &str) {
     );
 }
 
+/// `c` holds what `set_all(h, "TRITON_")` set, each field.
+#[track_caller]
+fn assert_triton_values(c: &PluginConf) {
+    assert_eq!(
+        c.cloudapi_url.as_deref(),
+        Some("https://triton_cloudapi.test")
+    );
+    assert_eq!(c.account.as_deref(), Some("triton_acct"));
+    assert_eq!(c.user.as_deref(), Some("triton_user"));
+    assert_eq!(c.key_id.as_deref(), Some("/triton_acct/keys/triton_fp"));
+}
+
 #[test]
 fn the_environment_alone_configures_the_driver() {
     let mut h = harness();
@@ -48,13 +60,7 @@ fn the_environment_alone_configures_the_driver() {
     h.secret_env("triton", "TRITON_KEY_MATERIAL");
     h.set_config("").unwrap();
     let c = kept(&h);
-    assert_eq!(
-        c.cloudapi_url.as_deref(),
-        Some("https://triton_cloudapi.test")
-    );
-    assert_eq!(c.account.as_deref(), Some("triton_acct"));
-    assert_eq!(c.user.as_deref(), Some("triton_user"));
-    assert_eq!(c.key_id.as_deref(), Some("/triton_acct/keys/triton_fp"));
+    assert_triton_values(&c);
     // Nothing names the secret: the conventional one signs.
     assert_eq!(c.key.as_deref(), Some("triton"));
     assert_eq!(h.fingerprint().health, Health::Healthy);
@@ -71,13 +77,7 @@ fn triton_variables_win_over_sdc_ones() {
     h.grant_env("SDC_*");
     h.set_config("").unwrap();
     let c = kept(&h);
-    assert_eq!(
-        c.cloudapi_url.as_deref(),
-        Some("https://triton_cloudapi.test")
-    );
-    assert_eq!(c.account.as_deref(), Some("triton_acct"));
-    assert_eq!(c.user.as_deref(), Some("triton_user"));
-    assert_eq!(c.key_id.as_deref(), Some("/triton_acct/keys/triton_fp"));
+    assert_triton_values(&c);
     // The SDC_* forms were not even read.
     assert!(
         !h.env_reads().iter().any(|n| n.starts_with("SDC_")),

@@ -48,12 +48,13 @@
 // `MemoryCreator` traits and owns a raw allocation; see its SAFETY comments.
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::alloc::Layout;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -61,11 +62,12 @@ use std::time::{Duration, Instant};
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use common::{
+    SimProcess, checked, docker_sleep_conf, guest_wasm, repo, sim_binary, sim_request_async,
+};
 use nomad_wasm_host::caps::HostContext;
-use nomad_wasm_host::caps::http::send;
 use nomad_wasm_host::driver::Driver;
 use nomad_wasm_host::grants::Grants;
-use nomad_wasm_host::runtime::bindings::nomad::driver::http::Request;
 use nomad_wasm_host::runtime::{CallLimits, Guest};
 use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
@@ -73,28 +75,12 @@ use rsa::traits::PrivateKeyParts as _;
 use serde_json::Value;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
-use triton::config::{
-    CloudApi, CloudImage, DockerApi, DockerImage, Network, Package, PluginConf, TaskConf,
-};
+use triton::config::{CloudApi, CloudImage, Network, Package, PluginConf, TaskConf};
 
 const ACCOUNT: &str = "keymem-acct";
 
 /// The shortest run of an encoding counted as a leak.
 const WINDOW: usize = 24;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn checked(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 // ---------------------------------------------------------------------------
 // Which guest call is running on this thread: the host's `guest call` span.
@@ -811,83 +797,10 @@ fn make_key(dir: &Path, name: &'static str, keygen: &[&str]) -> Key {
 // ---------------------------------------------------------------------------
 // The simulator.
 
-struct Sim {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Sim {
-    fn start(keys: &[Key]) -> Sim {
-        let bin = repo().join("target/triton-sim-for-triton-key-memory");
-        checked(
-            Command::new("go")
-                .args(["build", "-o"])
-                .arg(&bin)
-                .arg(".")
-                .current_dir(repo().join("tests/triton-sim"))
-                .env("GOPROXY", "off")
-                .env("GOFLAGS", "")
-                .env("GO111MODULE", "on")
-                .env("GOCACHE", repo().join("target/triton-sim-gocache"))
-                .env("GOPATH", repo().join("target/triton-sim-gopath")),
-        );
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "-listen",
-            "127.0.0.1:0",
-            "-account",
-            ACCOUNT,
-            "-delay",
-            "100ms",
-        ]);
-        for k in keys {
-            cmd.arg("-key").arg(k.file.with_extension("pub"));
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut url = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut url)
-            .unwrap();
-        let url = url.trim().to_owned();
-        assert!(url.starts_with("http://"), "simulator printed {url:?}");
-        Sim { child, url }
-    }
-
-    /// The simulator's admin API, off the async runtime (the host's http
-    /// capability blocks).
-    async fn admin(&self, method: &'static str, path: &str) -> Value {
-        let (url, path) = (self.url.clone(), path.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let grants = Grants::default().with_http_origin(&url, None).unwrap();
-            let r = send(
-                &grants,
-                Request {
-                    method: method.into(),
-                    url: format!("{url}{path}"),
-                    headers: vec![],
-                    body: vec![],
-                    timeout_ms: 10_000,
-                    sign: None,
-                    client_cert: None,
-                },
-            )
-            .unwrap();
-            serde_json::from_slice(&r.body).unwrap_or(Value::Null)
-        })
-        .await
-        .unwrap()
-    }
+/// The simulator for [`ACCOUNT`], knowing every key.
+fn start_sim(keys: &[Key]) -> SimProcess {
+    let pubs: Vec<PathBuf> = keys.iter().map(|k| k.file.with_extension("pub")).collect();
+    SimProcess::start(sim_binary("triton-key-memory"), ACCOUNT, &pubs)
 }
 
 // ---------------------------------------------------------------------------
@@ -940,25 +853,16 @@ fn cloud_conf() -> TaskConf {
 
 fn docker_conf() -> TaskConf {
     TaskConf {
-        api_type: "docker_api".into(),
-        docker_api: Some(DockerApi {
-            cmd: vec!["sleep".into(), "100".into()],
-            image: DockerImage {
-                name: "busybox".into(),
-                ..DockerImage::default()
-            },
-            ..DockerApi::default()
-        }),
         tags: [("role".to_owned(), "batch".to_owned())].into(),
         package: Package {
             name: Some("g4-highcpu-512M".into()),
             ..Package::default()
         },
-        ..TaskConf::default()
+        ..docker_sleep_conf()
     }
 }
 
-fn plugin_conf(sim: &Sim, key: &str) -> Vec<u8> {
+fn plugin_conf(sim: &SimProcess, key: &str) -> Vec<u8> {
     rmp_serde::to_vec_named(&PluginConf {
         cloudapi_url: Some(sim.url.clone()),
         account: Some(ACCOUNT.into()),
@@ -994,7 +898,7 @@ async fn await_poll(sink: &Sink, limit: Duration) {
 /// fingerprint, then a CloudAPI machine (start, polls, an unsupported
 /// signal, stop, destroy) and an sdc-docker container tagged through
 /// CloudAPI (start, polls, stats, signal, stop, destroy).
-async fn lifecycle(driver: &Arc<Driver>, sim: &Sim, sink: &Sink, key: &Key) {
+async fn lifecycle(driver: &Arc<Driver>, sim: &SimProcess, sink: &Sink, key: &Key) {
     use nomad_wasm_host::nomad::convert::task_config as wit_task;
     let r = driver.set_config(plugin_conf(sim, key.name), None).await;
     ok(sink, "set-config", r);
@@ -1008,7 +912,7 @@ async fn lifecycle(driver: &Arc<Driver>, sim: &Sim, sink: &Sink, key: &Key) {
     await_poll(sink, Duration::from_secs(30)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let state = sim.admin("GET", "/__sim/state").await;
+        let state = sim_request_async(&sim.url, "GET", "/__sim/state", "").await;
         let running = state["machines"]
             .as_array()
             .unwrap()
@@ -1025,17 +929,7 @@ async fn lifecycle(driver: &Arc<Driver>, sim: &Sim, sink: &Sink, key: &Key) {
     let refused = driver.signal_task(&cloud, "SIGHUP".into()).await;
     no_leak_so_far(sink);
     assert!(refused.is_err(), "{refused:?}");
-    let r = driver
-        .stop_task(&cloud, Duration::from_secs(10), "SIGTERM".into())
-        .await;
-    ok(sink, "cloud stop", r);
-    let r = tokio::time::timeout(Duration::from_secs(30), driver.wait_task(&cloud)).await;
-    let r = ok(sink, "cloud wait", ok(sink, "cloud wait", r));
-    // How a stopped task ends is sim.rs's subject; here it must end, so
-    // that the stop's and the following calls' memories are scanned.
-    eprintln!("{}: cloud task ended: {r:?}", key.name);
-    let r = driver.destroy_task(&cloud, false).await;
-    ok(sink, "cloud destroy", r);
+    stop_wait_destroy(driver, sink, key, "cloud", &cloud, Duration::from_secs(10)).await;
 
     let docker = format!("{}/web/docker", key.name);
     let pb = task_config(&docker, &docker_conf());
@@ -1046,15 +940,30 @@ async fn lifecycle(driver: &Arc<Driver>, sim: &Sim, sink: &Sink, key: &Key) {
     // SIGUSR1 does not end the simulator's container.
     let r = driver.signal_task(&docker, "SIGUSR1".into()).await;
     ok(sink, "docker signal", r);
-    let r = driver
-        .stop_task(&docker, Duration::from_secs(5), "SIGTERM".into())
-        .await;
-    ok(sink, "docker stop", r);
-    let r = tokio::time::timeout(Duration::from_secs(30), driver.wait_task(&docker)).await;
-    let r = ok(sink, "docker wait", ok(sink, "docker wait", r));
-    eprintln!("{}: docker task ended: {r:?}", key.name);
-    let r = driver.destroy_task(&docker, false).await;
-    ok(sink, "docker destroy", r);
+    stop_wait_destroy(driver, sink, key, "docker", &docker, Duration::from_secs(5)).await;
+}
+
+/// Stops the `kind` task `id` with SIGTERM and the kill timeout `timeout`,
+/// waits for its end (30 s at most) and destroys it, each step's result
+/// checked by [`ok`] as `<kind> stop`, `<kind> wait`, `<kind> destroy`.
+async fn stop_wait_destroy(
+    driver: &Arc<Driver>,
+    sink: &Sink,
+    key: &Key,
+    kind: &str,
+    id: &str,
+    timeout: Duration,
+) {
+    let r = driver.stop_task(id, timeout, "SIGTERM".into()).await;
+    ok(sink, &format!("{kind} stop"), r);
+    let r = tokio::time::timeout(Duration::from_secs(30), driver.wait_task(id)).await;
+    let wait = format!("{kind} wait");
+    let r = ok(sink, &wait, ok(sink, &wait, r));
+    // How a stopped task ends is sim.rs's subject; here it must end, so
+    // that the stop's and the following calls' memories are scanned.
+    eprintln!("{}: {kind} task ended: {r:?}", key.name);
+    let r = driver.destroy_task(id, false).await;
+    ok(sink, &format!("{kind} destroy"), r);
 }
 
 /// Fails on key material in any memory scanned so far, first: a leak is
@@ -1153,7 +1062,7 @@ fn the_guest_memory_never_holds_the_key_bytes() {
 
 async fn run(dir: tempfile::TempDir, keys: [Key; 5]) {
     install_call_names();
-    let sim = Sim::start(&keys);
+    let sim = start_sim(&keys);
 
     let sink = Arc::new(Sink::default());
     let forms: Vec<Form> = keys.iter().flat_map(|k| k.forms.clone()).collect();
@@ -1176,7 +1085,7 @@ async fn run(dir: tempfile::TempDir, keys: [Key; 5]) {
         };
     }
     let host = HostContext::new("triton.wasm".into(), grants, dir.path().join("state"));
-    let wasm = repo().join("target/wasm32-wasip2/guest/triton.wasm");
+    let wasm = guest_wasm();
     assert!(
         wasm.exists(),
         "{} is missing: scripts/build.sh",
@@ -1271,7 +1180,7 @@ async fn run(dir: tempfile::TempDir, keys: [Key; 5]) {
             );
         }
         // The key really signed requests while these memories were scanned.
-        let log = sim.admin("GET", "/__sim/requests").await;
+        let log = sim_request_async(&sim.url, "GET", "/__sim/requests", "").await;
         let log = log.as_array().unwrap();
         let signed: Vec<&Value> = log
             .iter()

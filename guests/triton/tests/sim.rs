@@ -11,52 +11,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+mod common;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nomad_wasm_host::caps::http::send;
-use nomad_wasm_host::grants::Grants;
-use nomad_wasm_host::runtime::bindings::nomad::driver::http::Request;
+use common::{SimProcess, checked, ed25519_key, guest_wasm, repo, sim_binary, sim_request};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn checked(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Builds the simulator once per test binary (its own output file, so it
-/// never races the host tests' build).
-fn sim_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = repo().join("target/triton-sim-for-triton-tests");
-        checked(
-            Command::new("go")
-                .args(["build", "-o"])
-                .arg(&out)
-                .arg(".")
-                .current_dir(repo().join("tests/triton-sim"))
-                .env("GOPROXY", "off")
-                .env("GOFLAGS", "")
-                .env("GO111MODULE", "on")
-                .env("GOCACHE", repo().join("target/triton-sim-gocache"))
-                .env("GOPATH", repo().join("target/triton-sim-gopath")),
-        );
-        out
-    })
-}
 
 fn host_binary() -> PathBuf {
     let p = repo().join("target/debug/nomad-driver-wasm");
@@ -69,7 +32,7 @@ fn host_binary() -> PathBuf {
 }
 
 fn guest() -> PathBuf {
-    let p = repo().join("target/wasm32-wasip2/guest/triton.wasm");
+    let p = guest_wasm();
     assert!(
         p.exists(),
         "{} is missing: cargo build -p triton-guest --target wasm32-wasip2 --profile guest",
@@ -79,7 +42,8 @@ fn guest() -> PathBuf {
 }
 
 struct Sim {
-    child: Child,
+    /// Killed with the `Sim`.
+    _process: SimProcess,
     url: String,
     dir: PathBuf,
 }
@@ -91,33 +55,12 @@ impl Sim {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         for k in ["key", "other"] {
-            checked(
-                Command::new("ssh-keygen")
-                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                    .arg(dir.join(k)),
-            );
+            ed25519_key(&dir.join(k));
         }
-        let mut child = Command::new(sim_binary())
-            .args([
-                "-listen",
-                "127.0.0.1:0",
-                "-account",
-                "acct",
-                "-delay",
-                "100ms",
-                "-key",
-            ])
-            .arg(dir.join("key.pub"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().to_owned();
-        assert!(url.starts_with("http://"), "simulator printed {url:?}");
+        // Its own build of the simulator, so it never races the host
+        // tests' build.
+        let process = SimProcess::start(sim_binary("triton-tests"), "acct", &[dir.join("key.pub")]);
+        let url = process.url.clone();
         std::fs::write(
             dir.join("plugin.hcl"),
             format!(
@@ -125,25 +68,15 @@ impl Sim {
             ),
         )
         .unwrap();
-        Sim { child, url, dir }
+        Sim {
+            _process: process,
+            url,
+            dir,
+        }
     }
 
     fn admin(&self, method: &str, path: &str, body: &str) -> Value {
-        let grants = Grants::default().with_http_origin(&self.url, None).unwrap();
-        let r = send(
-            &grants,
-            Request {
-                method: method.into(),
-                url: format!("{}{path}", self.url),
-                headers: vec![("content-type".into(), "application/json".into())],
-                body: body.as_bytes().to_vec(),
-                timeout_ms: 10_000,
-                sign: None,
-                client_cert: None,
-            },
-        )
-        .unwrap();
-        serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+        sim_request(&self.url, method, path, body)
     }
 
     fn requests(&self) -> Vec<Value> {
@@ -162,28 +95,31 @@ impl Sim {
             .cloned()
     }
 
-    /// `nomad-driver-wasm run` of a task config body with the key `key`.
-    fn run(&self, config: &str, key: &str) -> Command {
+    /// `nomad-driver-wasm run` of a task config body, allowed to reach the
+    /// simulator, its state under the simulator's dir; no plugin config and
+    /// no secret.
+    fn host_run(&self, config: &str) -> Command {
         let job = self.dir.join("task.hcl");
         std::fs::write(&job, config).unwrap();
         let mut c = Command::new(host_binary());
         c.arg("run")
             .arg(guest())
             .arg(&job)
-            .arg("--plugin-config")
-            .arg(self.dir.join("plugin.hcl"))
-            .args(["--allow-http", &self.url, "--secret"])
-            .arg(format!("triton={}", self.dir.join(key).display()))
+            .args(["--allow-http", &self.url])
             .args(["--cache-dir", "", "--state-dir"])
             .arg(self.dir.join("state"));
         c
     }
-}
 
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// `nomad-driver-wasm run` of a task config body with the plugin config
+    /// naming the simulator and the key `key`.
+    fn run(&self, config: &str, key: &str) -> Command {
+        let mut c = self.host_run(config);
+        c.arg("--plugin-config")
+            .arg(self.dir.join("plugin.hcl"))
+            .arg("--secret")
+            .arg(format!("triton={}", self.dir.join(key).display()));
+        c
     }
 }
 
@@ -259,16 +195,7 @@ fn cloud_task_provisions_then_a_failed_machine_is_a_non_zero_exit_and_destroy_cl
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let machine = loop {
-        if let Some(m) = sim.machine("local-local-task-")
-            && m["state"] == "running"
-        {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "the machine never ran");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let machine = running_machine(&sim, &mut child);
     assert_eq!(machine["metadata"]["cloud-init:user-data"], "#cloud-config");
     assert_eq!(machine["tags"]["role"], "web");
     let state = sim.admin("GET", "/__sim/state", "");
@@ -335,17 +262,9 @@ fn the_agents_triton_environment_alone_configures_and_signs() {
         .and_then(|f| f.strip_prefix("MD5:"))
         .unwrap_or_else(|| panic!("ssh-keygen -l printed {listed:?}"))
         .to_owned();
-    let job = sim.dir.join("task.hcl");
-    std::fs::write(&job, CLOUD).unwrap();
-    let mut cmd = Command::new(host_binary());
-    cmd.arg("run")
-        .arg(guest())
-        .arg(&job)
-        .args(["--allow-http", &sim.url])
-        .args(["--allow-env", "TRITON_*", "--allow-env", "SDC_*"])
-        .args(["--secret", "triton=env:TRITON_KEY_MATERIAL"])
-        .args(["--cache-dir", "", "--state-dir"])
-        .arg(sim.dir.join("state"));
+    let mut cmd = sim.host_run(CLOUD);
+    cmd.args(["--allow-env", "TRITON_*", "--allow-env", "SDC_*"])
+        .args(["--secret", "triton=env:TRITON_KEY_MATERIAL"]);
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
         if k.starts_with("TRITON_") || k.starts_with("SDC_") {
@@ -362,20 +281,7 @@ fn the_agents_triton_environment_alone_configures_and_signs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let machine = loop {
-        if let Some(m) = sim.machine("local-local-task-")
-            && m["state"] == "running"
-        {
-            break m;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let (_, text) = child_output(&mut child, Duration::from_secs(1));
-            panic!("the run ended ({status}) before the machine ran: {text}");
-        }
-        assert!(Instant::now() < deadline, "the machine never ran");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let machine = running_machine(&sim, &mut child);
     let id = machine["id"].as_str().unwrap();
     sim.admin(
         "POST",
@@ -402,6 +308,25 @@ fn the_agents_triton_environment_alone_configures_and_signs() {
         !text.contains(body),
         "the key's text leaked into the output"
     );
+}
+
+/// The run's machine once the simulator has it running (30 s at most);
+/// fails at once, with the run's output, if the run ends before.
+fn running_machine(sim: &Sim, child: &mut Child) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(m) = sim.machine("local-local-task-")
+            && m["state"] == "running"
+        {
+            return m;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let (_, text) = child_output(child, Duration::from_secs(1));
+            panic!("the run ended ({status}) before the machine ran: {text}");
+        }
+        assert!(Instant::now() < deadline, "the machine never ran");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Waits for the child's exit (killing it after `limit`), with its output.
