@@ -20,11 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"conformancepb/base"
 	"conformancepb/drivers"
 
-	hclog "github.com/hashicorp/go-hclog"
-	plugin "github.com/hashicorp/go-plugin"
 	"github.com/zclconf/go-cty/cty"
 )
 
@@ -145,62 +142,12 @@ func nspawnLaunchWith(t *testing.T, pluginDir, stateDir string, adjust func(*exe
 		}
 	}
 	args = append(args, "--state-dir", stateDir)
-
-	logs := &testLogWriter{t: t}
-	stderr := &lockedBuffer{}
-	logger := hclog.New(&hclog.LoggerOptions{Name: "nomad", Level: hclog.Trace, Output: logs})
-	cmd := exec.Command(p.Host, args...)
-	cmd.Dir = pluginDir
-	if adjust != nil {
-		adjust(cmd)
-	}
-	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  nomadHandshake,
-		Plugins:          map[string]plugin.Plugin{"driver": driverPlugin{}},
-		Cmd:              cmd,
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		Logger:           logger,
-		Stderr:           stderr,
-	})
-	pl := &Plugin{t: t, Client: client, logs: logs, stderr: stderr}
-	h := &killableHost{Configured: &Configured{Plugin: pl}}
-	t.Cleanup(func() {
-		pl.Kill()
-		if !h.sigkilled.Load() && pl.RPC != nil && pl.killDuration >= 2*time.Second {
-			t.Errorf("plugin did not exit within 2 s of Controller.Shutdown (Kill took %v)", pl.killDuration)
+	return launchHost(t, p.Host, args, func(cmd *exec.Cmd) {
+		cmd.Dir = pluginDir
+		if adjust != nil {
+			adjust(cmd)
 		}
-		checkStderrLogLines(t, stderr.String())
-		logs.Close()
-	})
-	rpc, err := client.Client()
-	if err != nil {
-		t.Fatalf("go-plugin client (handshake + dial): %v", err)
-	}
-	raw, err := rpc.Dispense("driver")
-	if err != nil {
-		t.Fatalf("dispense driver: %v", err)
-	}
-	rc := client.ReattachConfig()
-	if rc == nil || rc.Pid <= 0 {
-		t.Fatalf("go-plugin has no pid for the host process")
-	}
-	h.Pid = rc.Pid
-	hostPIDs.Store(rc.Pid, true)
-	d := raw.(*dispensed)
-	pl.RPC, pl.Base, pl.Driver, pl.Conn = rpc, d.Base, d.Driver, d.Conn
-
-	info, err := pl.Base.PluginInfo(rpcCtx(t, 5*time.Second), &base.PluginInfoRequest{})
-	if err != nil {
-		t.Fatalf("PluginInfo: %v", err)
-	}
-	if info.GetName() != nspawnDriverName {
-		t.Fatalf("PluginInfo name = %q, want %q", info.GetName(), nspawnDriverName)
-	}
-	h.Info = info
-	h.ConfigSpec = h.configSpec(t)
-	h.setConfig(t, cfg, true)
-	h.TaskSpec = h.taskSpec(t)
-	return h
+	}, nspawnDriverName, cfg)
 }
 
 // nspawnStart decodes body as the task's config block (as Nomad would)

@@ -2,7 +2,8 @@ package conformance
 
 // Helpers for reliability_test.go: a host instance launched with extra
 // arguments (its own --state-dir) that the test may SIGKILL, and /proc
-// inspection of the supervisor and task processes it leaves behind.
+// inspection of the supervisor and task processes it leaves behind. The
+// launch itself (launchHost) also serves the nspawn and Triton tests.
 
 import (
 	"bytes"
@@ -33,13 +34,26 @@ type killableHost struct {
 	sigkilled atomic.Bool
 }
 
-// launchKillableHost is launchConfigured with extra host arguments. Its
-// cleanup runs the same checks as launchPlugin's (graceful exit within 2 s,
-// stderr log lines Nomad can parse), except the graceful-exit check for an
-// instance the test SIGKILLed on purpose.
+// launchKillableHost is launchConfigured with extra host arguments (e.g.
+// its own --state-dir), on a host the test may SIGKILL.
 func launchKillableHost(t *testing.T, extraArgs ...string) *killableHost {
 	t.Helper()
 	p := requireArtifacts(t)
+	return launchHost(t, p.Host, append(hostArgs(p), extraArgs...), nil, "", agentPluginConfig(t))
+}
+
+// launchHost starts the host binary with args through go-plugin as Nomad's
+// plugin loader does (adjust, if not nil, may change the command first: its
+// directory, environment or user) and runs Nomad's start-up sequence for
+// the long-lived instance: PluginInfo (whose name must be driverName unless
+// that is ""), ConfigSchema, SetConfig with cfg, TaskConfigSchema. The test
+// may SIGKILL the process (killableHost.sigkill). Its cleanup runs the same
+// checks as launchPlugin's (graceful exit within 2 s, process gone, stderr
+// log lines Nomad can parse), except the graceful-exit check for an instance
+// the test SIGKILLed on purpose. The reliability, nspawn and Triton tests
+// launch their hosts with it.
+func launchHost(t *testing.T, host string, args []string, adjust func(*exec.Cmd), driverName string, cfg map[string]interface{}) *killableHost {
+	t.Helper()
 	logs := &testLogWriter{t: t}
 	stderr := &lockedBuffer{}
 	logger := hclog.New(&hclog.LoggerOptions{
@@ -47,11 +61,14 @@ func launchKillableHost(t *testing.T, extraArgs ...string) *killableHost {
 		Level:  hclog.Trace,
 		Output: logs,
 	})
-	args := append(hostArgs(p), extraArgs...)
+	cmd := exec.Command(host, args...)
+	if adjust != nil {
+		adjust(cmd)
+	}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  nomadHandshake,
 		Plugins:          map[string]plugin.Plugin{"driver": driverPlugin{}},
-		Cmd:              exec.Command(p.Host, args...),
+		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           logger,
 		Stderr:           stderr,
@@ -98,9 +115,12 @@ func launchKillableHost(t *testing.T, extraArgs ...string) *killableHost {
 	if err != nil {
 		t.Fatalf("PluginInfo: %v", err)
 	}
+	if driverName != "" && info.GetName() != driverName {
+		t.Fatalf("PluginInfo name = %q, want %q", info.GetName(), driverName)
+	}
 	h.Info = info
 	h.ConfigSpec = h.configSpec(t)
-	h.setConfig(t, agentPluginConfig(t), true)
+	h.setConfig(t, cfg, true)
 	h.TaskSpec = h.taskSpec(t)
 	return h
 }

@@ -22,11 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"conformancepb/base"
 	"conformancepb/drivers"
-
-	hclog "github.com/hashicorp/go-hclog"
-	plugin "github.com/hashicorp/go-plugin"
 )
 
 // The account of examples/triton/agent.hcl; the simulator is started with it
@@ -301,61 +297,6 @@ func tritonLaunchWithKey(t *testing.T, sim *tritonSim, stateDir, key string) *ki
 			t.Fatalf("%s not available at %s: %v", f.what, f.path, err)
 		}
 	}
-	args := []string{
-		"--guest", guest,
-		"--allow-http", sim.URL,
-		"--secret", "triton=" + key,
-		"--state-dir", stateDir,
-	}
-	logs := &testLogWriter{t: t}
-	stderr := &lockedBuffer{}
-	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  nomadHandshake,
-		Plugins:          map[string]plugin.Plugin{"driver": driverPlugin{}},
-		Cmd:              exec.Command(p.Host, args...),
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		Logger:           hclog.New(&hclog.LoggerOptions{Name: "nomad", Level: hclog.Trace, Output: logs}),
-		Stderr:           stderr,
-	})
-	pl := &Plugin{t: t, Client: client, logs: logs, stderr: stderr}
-	h := &killableHost{Configured: &Configured{Plugin: pl}}
-	t.Cleanup(func() {
-		pl.Kill()
-		if !h.sigkilled.Load() && pl.RPC != nil && (pl.killDuration >= 2*time.Second || logs.Contains("plugin failed to exit gracefully")) {
-			t.Errorf("plugin did not exit within 2 s of Controller.Shutdown (Kill took %v)", pl.killDuration)
-		}
-		if !client.Exited() {
-			t.Errorf("plugin process has not exited after Kill")
-		}
-		checkStderrLogLines(t, stderr.String())
-		logs.Close()
-	})
-	rpc, err := client.Client()
-	if err != nil {
-		t.Fatalf("go-plugin client (handshake + dial): %v", err)
-	}
-	raw, err := rpc.Dispense("driver")
-	if err != nil {
-		t.Fatalf("dispense driver: %v", err)
-	}
-	rc := client.ReattachConfig()
-	if rc == nil || rc.Pid <= 0 {
-		t.Fatalf("go-plugin has no pid for the host process")
-	}
-	h.Pid = rc.Pid
-	hostPIDs.Store(rc.Pid, true)
-	d := raw.(*dispensed)
-	pl.RPC, pl.Base, pl.Driver, pl.Conn = rpc, d.Base, d.Driver, d.Conn
-
-	info, err := pl.Base.PluginInfo(rpcCtx(t, 5*time.Second), &base.PluginInfoRequest{})
-	if err != nil {
-		t.Fatalf("PluginInfo: %v", err)
-	}
-	if info.GetName() != "triton" {
-		t.Fatalf("PluginInfo name %q, want triton", info.GetName())
-	}
-	h.Info = info
-	h.ConfigSpec = h.configSpec(t)
 	agent := filepath.Join(p.Repo, "examples", "triton", "agent.hcl")
 	cfg, _, found, err := LoadAgentPluginConfig(agent, "nomad-driver-triton")
 	if err != nil || !found {
@@ -363,9 +304,13 @@ func tritonLaunchWithKey(t *testing.T, sim *tritonSim, stateDir, key string) *ki
 	}
 	cfg["cloudapi_url"] = sim.URL
 	cfg["docker_url"] = sim.URL
-	h.setConfig(t, cfg, true)
-	h.TaskSpec = h.taskSpec(t)
-	return h
+	args := []string{
+		"--guest", guest,
+		"--allow-http", sim.URL,
+		"--secret", "triton=" + key,
+		"--state-dir", stateDir,
+	}
+	return launchHost(t, p.Host, args, nil, "triton", cfg)
 }
 
 // tritonJobConfig is the `config {}` map of the one task of an
@@ -430,6 +375,14 @@ func tritonStart(t *testing.T, c *killableHost, tk *Task) *drivers.StartTaskResp
 	}
 	tritonCleanup(t, c, tk)
 	return resp
+}
+
+// tritonRun makes the task of jt's config cfg (tritonTask) and starts it
+// on c (tritonStart): the task, its instance's name and StartTask's answer.
+func tritonRun(t *testing.T, c *killableHost, jt JobTask, cfg map[string]interface{}) (*Task, string, *drivers.StartTaskResponse) {
+	t.Helper()
+	tk := tritonTask(t, c, jt, cfg)
+	return tk, tritonInstanceName(tk), tritonStart(t, c, tk)
 }
 
 func tritonCleanup(t *testing.T, c *killableHost, tk *Task) {

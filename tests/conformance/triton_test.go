@@ -198,9 +198,7 @@ func TestTritonDockerExample(t *testing.T) {
 
 	t.Run("exit code 3, stopped container kept", func(t *testing.T) {
 		jt, cfg := dockerExample(t, []string{"sh", "-c", "exit 3"}, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		resp := tritonStart(t, c, tk)
+		tk, name, resp := tritonRun(t, c, jt, cfg)
 		if resp.GetHandle().GetConfig().GetId() != tk.ID || len(resp.GetHandle().GetDriverState()) == 0 {
 			t.Errorf("StartTask handle: config id %q, %d bytes of driver_state", resp.GetHandle().GetConfig().GetId(), len(resp.GetHandle().GetDriverState()))
 		}
@@ -250,9 +248,7 @@ func TestTritonDockerExample(t *testing.T) {
 
 	t.Run("exit_strategy deleted removes the container", func(t *testing.T) {
 		jt, cfg := dockerExample(t, []string{"sh", "-c", "exit 5"}, exitStrategy("deleted"))
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		tritonStart(t, c, tk)
+		tk, name, _ := tritonRun(t, c, jt, cfg)
 		w, _ := c.waitTask(t, tk.ID, 20*time.Second)
 		requireExit(t, w, 5, "")
 		destroyTwice(t, c, tk.ID)
@@ -280,9 +276,7 @@ func TestTritonCloudExample(t *testing.T) {
 
 	t.Run("failed machine is exit 1; destroy deletes machine and rule", func(t *testing.T) {
 		jt, cfg := cloudExample(t, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		tritonStart(t, c, tk)
+		tk, name, _ := tritonRun(t, c, jt, cfg)
 		ev.waitFor(t, "Triton machine "+name+" created", 5*time.Second)
 		m := sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
 		if tags := m["tags"].(map[string]interface{}); tags["role"] != "web" {
@@ -314,9 +308,7 @@ func TestTritonCloudExample(t *testing.T) {
 
 	t.Run("exit_strategy stopped: stopped machine is exit 0 and kept", func(t *testing.T) {
 		jt, cfg := cloudExample(t, exitStrategy("stopped"))
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		tritonStart(t, c, tk)
+		tk, name, _ := tritonRun(t, c, jt, cfg)
 		m := sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
 		sim.forceMachineState(t, m["id"].(string), "stopped")
 		w, _ := c.waitTask(t, tk.ID, tritonSlack)
@@ -332,9 +324,7 @@ func TestTritonCloudExample(t *testing.T) {
 
 	t.Run("exit_strategy deleted: stopped machine keeps the task, deleted ends it", func(t *testing.T) {
 		jt, cfg := cloudExample(t, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		tritonStart(t, c, tk)
+		tk, name, _ := tritonRun(t, c, jt, cfg)
 		m := sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
 		w := c.waitAsync(tk.ID)
 		id := m["id"].(string)
@@ -379,9 +369,7 @@ func TestTritonStopTask(t *testing.T) {
 
 	t.Run("docker ignoring SIGTERM is killed after the timeout: 137", func(t *testing.T) {
 		jt, cfg := dockerExample(t, []string{"sh", "-c", "trap '' TERM; sleep 100"}, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		tritonStart(t, c, tk)
+		tk, name, _ := tritonRun(t, c, jt, cfg)
 		sim.waitPolled(t, sim.containerID(t, name))
 		res, took := stop(t, tk, 2*time.Second)
 		requireExit(t, res, 137, "")
@@ -397,9 +385,8 @@ func TestTritonStopTask(t *testing.T) {
 	t.Run("docker honouring SIGTERM ends long before the 30 s kill_timeout: 143", func(t *testing.T) {
 		// The example's redis runs until stopped; kill_timeout = "30s".
 		jt, cfg := dockerExample(t, nil, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		tritonStart(t, c, tk)
-		sim.waitPolled(t, sim.containerID(t, tritonInstanceName(tk)))
+		tk, name, _ := tritonRun(t, c, jt, cfg)
+		sim.waitPolled(t, sim.containerID(t, name))
 		res, took := stop(t, tk, 30*time.Second)
 		requireExit(t, res, 143, "")
 		if took > tritonSlack {
@@ -408,29 +395,28 @@ func TestTritonStopTask(t *testing.T) {
 		destroyTwice(t, c, tk.ID)
 	})
 
-	t.Run("cloud exit_strategy stopped: machine stopped, exit 0", func(t *testing.T) {
-		jt, cfg := cloudExample(t, exitStrategy("stopped"))
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		tritonStart(t, c, tk)
+	// stopMachine starts the cloud example (edit applied), stops it once
+	// the machine runs (exit 0, the machine then in state end) and
+	// destroys the task; it returns the instance's name.
+	stopMachine := func(t *testing.T, edit func(m map[string]interface{}), end string) string {
+		t.Helper()
+		jt, cfg := cloudExample(t, edit)
+		tk, name, _ := tritonRun(t, c, jt, cfg)
 		sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
 		res, _ := stop(t, tk, 5*time.Second)
 		requireExit(t, res, 0, "")
-		sim.waitMachine(t, name, time.Second, "stopped", inState("stopped"))
+		sim.waitMachine(t, name, time.Second, end, inState(end))
 		destroyTwice(t, c, tk.ID)
+		return name
+	}
+
+	t.Run("cloud exit_strategy stopped: machine stopped, exit 0", func(t *testing.T) {
+		name := stopMachine(t, exitStrategy("stopped"), "stopped")
 		sim.waitMachine(t, name, time.Second, "kept stopped", inState("stopped"))
 	})
 
 	t.Run("cloud exit_strategy deleted: machine deleted, exit 0", func(t *testing.T) {
-		jt, cfg := cloudExample(t, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		tritonStart(t, c, tk)
-		sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
-		res, _ := stop(t, tk, 5*time.Second)
-		requireExit(t, res, 0, "")
-		sim.waitMachine(t, name, time.Second, "deleted", inState("deleted"))
-		destroyTwice(t, c, tk.ID)
+		stopMachine(t, nil, "deleted")
 		if rules := sim.state(t).FWRules; len(rules) != 0 {
 			t.Errorf("firewall rules after DestroyTask: %v", rules)
 		}
@@ -444,6 +430,26 @@ func TestTritonStopTask(t *testing.T) {
 func TestTritonFaults(t *testing.T) {
 	sim := startTritonSim(t)
 	c := tritonLaunch(t, sim, t.TempDir())
+
+	// post503 makes the simulator answer the next POST whose path starts
+	// with prefix with a 503.
+	post503 := func(t *testing.T, prefix string) {
+		t.Helper()
+		sim.setFaults(t, map[string]interface{}{"errors": []map[string]interface{}{
+			{"method": "POST", "path_prefix": prefix, "status": 503, "count": 1},
+		}})
+	}
+
+	// failStart makes the task of jt's config cfg and requires its
+	// StartTask to fail with a recoverable error (what) whose message
+	// names mention and the 503.
+	failStart := func(t *testing.T, jt JobTask, cfg map[string]interface{}, what, mention string) *Task {
+		t.Helper()
+		tk := tritonTask(t, c, jt, cfg)
+		_, err := c.Driver.StartTask(rpcCtx(t, 30*time.Second), &drivers.StartTaskRequest{Task: tk.Config})
+		requireRecoverable(t, err, what, mention, "503")
+		return tk
+	}
 
 	t.Run("503 on polls, with latency", func(t *testing.T) {
 		sim.setFaults(t, map[string]interface{}{
@@ -471,14 +477,10 @@ func TestTritonFaults(t *testing.T) {
 	})
 
 	t.Run("503 on container create", func(t *testing.T) {
-		sim.setFaults(t, map[string]interface{}{"errors": []map[string]interface{}{
-			{"method": "POST", "path_prefix": "/v1.24/containers/create", "status": 503, "count": 1},
-		}})
+		post503(t, "/v1.24/containers/create")
 		defer sim.setFaults(t, map[string]interface{}{})
 		jt, cfg := dockerExample(t, []string{"sh", "-c", "exit 0"}, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		_, err := c.Driver.StartTask(rpcCtx(t, 30*time.Second), &drivers.StartTaskRequest{Task: tk.Config})
-		requireRecoverable(t, err, "StartTask with a 503 on create", "creating the container", "503")
+		tk := failStart(t, jt, cfg, "StartTask with a 503 on create", "creating the container")
 		if cs := sim.state(t).containersNamed(tritonInstanceName(tk)); len(cs) != 0 {
 			t.Errorf("a failed start left containers behind: %v", cs)
 		}
@@ -493,28 +495,20 @@ func TestTritonFaults(t *testing.T) {
 	t.Run("503 after the container was created leaves no container", func(t *testing.T) {
 		// The tags go to the container's machine through CloudAPI between
 		// the container's create and its start.
-		sim.setFaults(t, map[string]interface{}{"errors": []map[string]interface{}{
-			{"method": "POST", "path_prefix": "/" + tritonAccount + "/machines/", "status": 503, "count": 1},
-		}})
+		post503(t, "/"+tritonAccount+"/machines/")
 		defer sim.setFaults(t, map[string]interface{}{})
 		jt, cfg := dockerExample(t, []string{"sh", "-c", "exit 0"}, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		_, err := c.Driver.StartTask(rpcCtx(t, 30*time.Second), &drivers.StartTaskRequest{Task: tk.Config})
-		requireRecoverable(t, err, "StartTask with a 503 on tagging", "tagging the instance", "503")
+		tk := failStart(t, jt, cfg, "StartTask with a 503 on tagging", "tagging the instance")
 		if cs := sim.state(t).containersNamed(tritonInstanceName(tk)); len(cs) != 0 {
 			t.Errorf("a failed start left its container behind (NOMAD-PROTOCOL §8.3: clean up what a failed start created): %v", cs)
 		}
 	})
 
 	t.Run("503 on machine create leaves no machine or firewall rule", func(t *testing.T) {
-		sim.setFaults(t, map[string]interface{}{"errors": []map[string]interface{}{
-			{"method": "POST", "path_prefix": "/" + tritonAccount + "/machines", "status": 503, "count": 1},
-		}})
+		post503(t, "/"+tritonAccount+"/machines")
 		defer sim.setFaults(t, map[string]interface{}{})
 		jt, cfg := cloudExample(t, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		_, err := c.Driver.StartTask(rpcCtx(t, 30*time.Second), &drivers.StartTaskRequest{Task: tk.Config})
-		requireRecoverable(t, err, "StartTask with a 503 on machine create", "creating the machine", "503")
+		tk := failStart(t, jt, cfg, "StartTask with a 503 on machine create", "creating the machine")
 		st := sim.state(t)
 		if ms := st.machinesNamed(tritonInstanceName(tk)); len(ms) != 0 {
 			t.Errorf("a failed start left machines behind: %v", ms)
@@ -575,19 +569,45 @@ func TestTritonRecoverAfterHostSIGKILL(t *testing.T) {
 		}
 	}
 
-	t.Run("running container", func(t *testing.T) {
+	// startKillRecover starts the task of jt's config cfg on a host with
+	// its own state dir, runs beforeKill, SIGKILLs that host, runs
+	// whileDown (either may be nil; both get the instance's name), then
+	// launches a second host on the same state dir that recovers the task
+	// (twice) from the handle StartTask returned.
+	startKillRecover := func(t *testing.T, jt JobTask, cfg map[string]interface{}, beforeKill, whileDown func(name string)) (*killableHost, *Task, string) {
+		t.Helper()
 		stateDir := t.TempDir()
 		c1 := tritonLaunch(t, sim, stateDir)
-		jt, cfg := dockerExample(t, nil, nil)
-		tk := tritonTask(t, c1, jt, cfg)
-		name := tritonInstanceName(tk)
-		resp := tritonStart(t, c1, tk)
-		id := sim.containerID(t, name)
-		sim.waitPolled(t, id)
+		tk, name, resp := tritonRun(t, c1, jt, cfg)
+		if beforeKill != nil {
+			beforeKill(name)
+		}
 		c1.sigkill(t)
+		if whileDown != nil {
+			whileDown(name)
+		}
 		c2 := tritonLaunch(t, sim, stateDir)
 		tritonCleanup(t, c2, tk)
 		recoverTwice(t, c2, resp.GetHandle())
+		return c2, tk, name
+	}
+
+	// requireEndedWhileDown: the recovered task of an instance that ended
+	// while no host ran reports that end at once, and is destroyed.
+	requireEndedWhileDown := func(t *testing.T, c2 *killableHost, tk *Task, code int32, errMention string) {
+		t.Helper()
+		w, _ := c2.waitTask(t, tk.ID, 5*time.Second)
+		requireExit(t, w, code, errMention)
+		destroyTwice(t, c2, tk.ID)
+	}
+
+	t.Run("running container", func(t *testing.T) {
+		jt, cfg := dockerExample(t, nil, nil)
+		var id string
+		c2, tk, name := startKillRecover(t, jt, cfg, func(name string) {
+			id = sim.containerID(t, name)
+			sim.waitPolled(t, id)
+		}, nil)
 		w := c2.waitAsync(tk.ID)
 		w.requireBlocked(t, time.Second, "recovered running container")
 		if cs, n := sim.state(t).containersNamed(name), sim.creates(t, name); len(cs) != 1 || n != 1 {
@@ -599,17 +619,11 @@ func TestTritonRecoverAfterHostSIGKILL(t *testing.T) {
 	})
 
 	t.Run("running machine", func(t *testing.T) {
-		stateDir := t.TempDir()
-		c1 := tritonLaunch(t, sim, stateDir)
 		jt, cfg := cloudExample(t, nil)
-		tk := tritonTask(t, c1, jt, cfg)
-		name := tritonInstanceName(tk)
-		resp := tritonStart(t, c1, tk)
-		m := sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
-		c1.sigkill(t)
-		c2 := tritonLaunch(t, sim, stateDir)
-		tritonCleanup(t, c2, tk)
-		recoverTwice(t, c2, resp.GetHandle())
+		var m map[string]interface{}
+		c2, tk, name := startKillRecover(t, jt, cfg, func(name string) {
+			m = sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
+		}, nil)
 		w := c2.waitAsync(tk.ID)
 		w.requireBlocked(t, time.Second, "recovered running machine")
 		if ms, n := sim.state(t).machinesNamed(name), sim.creates(t, name); len(ms) != 1 || n != 1 {
@@ -625,64 +639,37 @@ func TestTritonRecoverAfterHostSIGKILL(t *testing.T) {
 	})
 
 	t.Run("container exited while no host ran", func(t *testing.T) {
-		stateDir := t.TempDir()
-		c1 := tritonLaunch(t, sim, stateDir)
 		jt, cfg := dockerExample(t, nil, nil)
-		tk := tritonTask(t, c1, jt, cfg)
-		name := tritonInstanceName(tk)
-		resp := tritonStart(t, c1, tk)
-		c1.sigkill(t)
-		cs := sim.state(t).containersNamed(name)
-		if len(cs) != 1 {
-			t.Fatalf("containers named %s: %v", name, cs)
-		}
-		sim.exitContainer(t, cs[0]["Id"].(string), 7)
-		c2 := tritonLaunch(t, sim, stateDir)
-		tritonCleanup(t, c2, tk)
-		recoverTwice(t, c2, resp.GetHandle())
-		w, _ := c2.waitTask(t, tk.ID, 5*time.Second)
-		requireExit(t, w, 7, "")
-		destroyTwice(t, c2, tk.ID)
+		c2, tk, _ := startKillRecover(t, jt, cfg, nil, func(name string) {
+			sim.exitContainer(t, sim.containerID(t, name), 7)
+		})
+		requireEndedWhileDown(t, c2, tk, 7, "")
 	})
 
 	t.Run("container removed while no host ran", func(t *testing.T) {
 		// exit_strategy "stopped" (the example's default): an instance
 		// that is gone is a failure with a message, not a clean exit.
-		stateDir := t.TempDir()
-		c1 := tritonLaunch(t, sim, stateDir)
 		jt, cfg := dockerExample(t, nil, nil)
-		tk := tritonTask(t, c1, jt, cfg)
-		name := tritonInstanceName(tk)
-		resp := tritonStart(t, c1, tk)
-		id := sim.containerID(t, name)
-		c1.sigkill(t)
-		if st, b := sim.admin(t, "DELETE", "/v1.24/containers/"+id+"?force=1", nil); st/100 != 2 {
-			t.Fatalf("removing the container in the simulator: HTTP %d %s", st, b)
-		}
-		c2 := tritonLaunch(t, sim, stateDir)
-		tritonCleanup(t, c2, tk)
-		recoverTwice(t, c2, resp.GetHandle())
-		w, _ := c2.waitTask(t, tk.ID, 5*time.Second)
-		requireExit(t, w, 1, "no longer exists")
-		destroyTwice(t, c2, tk.ID)
+		var id string
+		c2, tk, _ := startKillRecover(t, jt, cfg, func(name string) {
+			id = sim.containerID(t, name)
+		}, func(string) {
+			if st, b := sim.admin(t, "DELETE", "/v1.24/containers/"+id+"?force=1", nil); st/100 != 2 {
+				t.Fatalf("removing the container in the simulator: HTTP %d %s", st, b)
+			}
+		})
+		requireEndedWhileDown(t, c2, tk, 1, "no longer exists")
 	})
 
 	t.Run("machine failed while no host ran", func(t *testing.T) {
-		stateDir := t.TempDir()
-		c1 := tritonLaunch(t, sim, stateDir)
 		jt, cfg := cloudExample(t, exitStrategy("stopped"))
-		tk := tritonTask(t, c1, jt, cfg)
-		name := tritonInstanceName(tk)
-		resp := tritonStart(t, c1, tk)
-		m := sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
-		c1.sigkill(t)
-		sim.forceMachineState(t, m["id"].(string), "failed")
-		c2 := tritonLaunch(t, sim, stateDir)
-		tritonCleanup(t, c2, tk)
-		recoverTwice(t, c2, resp.GetHandle())
-		w, _ := c2.waitTask(t, tk.ID, 5*time.Second)
-		requireExit(t, w, 1, "failed")
-		destroyTwice(t, c2, tk.ID)
+		var m map[string]interface{}
+		c2, tk, _ := startKillRecover(t, jt, cfg, func(name string) {
+			m = sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
+		}, func(string) {
+			sim.forceMachineState(t, m["id"].(string), "failed")
+		})
+		requireEndedWhileDown(t, c2, tk, 1, "failed")
 	})
 }
 
@@ -696,9 +683,7 @@ func TestTritonDestroyForceOfRunningTask(t *testing.T) {
 
 	t.Run("docker, exit_strategy stopped", func(t *testing.T) {
 		jt, cfg := dockerExample(t, nil, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		tritonStart(t, c, tk)
+		tk, name, _ := tritonRun(t, c, jt, cfg)
 		sim.waitPolled(t, sim.containerID(t, name))
 		destroyTwice(t, c, tk.ID)
 		if cs := sim.state(t).containersNamed(name); len(cs) == 1 && cs[0]["State"].(map[string]interface{})["Running"] != false {
@@ -708,9 +693,7 @@ func TestTritonDestroyForceOfRunningTask(t *testing.T) {
 
 	t.Run("cloud, exit_strategy stopped", func(t *testing.T) {
 		jt, cfg := cloudExample(t, exitStrategy("stopped"))
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		tritonStart(t, c, tk)
+		tk, name, _ := tritonRun(t, c, jt, cfg)
 		sim.waitMachine(t, name, 10*time.Second, "running", inState("running"))
 		destroyTwice(t, c, tk.ID)
 		sim.waitMachine(t, name, 2*time.Second, "stopping or stopped after DestroyTask(force)", inState("stopping", "stopped"))
@@ -754,27 +737,23 @@ func TestTritonInspectTaskShowsThePrimaryIP(t *testing.T) {
 		}
 	}
 
-	t.Run("cloud machine", func(t *testing.T) {
-		jt, cfg := cloudExample(t, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		tritonStart(t, c, tk)
-		m := sim.waitMachine(t, name, 10*time.Second, "running with a primary IP", func(m map[string]interface{}) bool {
-			return m["state"] == "running" && m["primaryIp"] != nil
+	for _, tc := range []struct {
+		name    string
+		example func(t *testing.T) (JobTask, map[string]interface{})
+	}{
+		{"cloud machine", func(t *testing.T) (JobTask, map[string]interface{}) { return cloudExample(t, nil) }},
+		{"docker container", func(t *testing.T) (JobTask, map[string]interface{}) { return dockerExample(t, nil, nil) }},
+	} {
+		tc := tc
+		t.Run(tc.name, func(t *testing.T) {
+			jt, cfg := tc.example(t)
+			tk, name, _ := tritonRun(t, c, jt, cfg)
+			m := sim.waitMachine(t, name, 10*time.Second, "running with a primary IP", func(m map[string]interface{}) bool {
+				return m["state"] == "running" && m["primaryIp"] != nil
+			})
+			inspectAddr(t, tk, m["primaryIp"].(string))
 		})
-		inspectAddr(t, tk, m["primaryIp"].(string))
-	})
-
-	t.Run("docker container", func(t *testing.T) {
-		jt, cfg := dockerExample(t, nil, nil)
-		tk := tritonTask(t, c, jt, cfg)
-		name := tritonInstanceName(tk)
-		tritonStart(t, c, tk)
-		m := sim.waitMachine(t, name, 10*time.Second, "running with a primary IP", func(m map[string]interface{}) bool {
-			return m["state"] == "running" && m["primaryIp"] != nil
-		})
-		inspectAddr(t, tk, m["primaryIp"].(string))
-	})
+	}
 }
 
 // TestTritonDetach: Nomad stops a remote task with the DETACH signal when it
@@ -787,9 +766,7 @@ func TestTritonDetach(t *testing.T) {
 	c := tritonLaunch(t, sim, t.TempDir())
 
 	jt, cfg := dockerExample(t, nil, exitStrategy("deleted"))
-	tk := tritonTask(t, c, jt, cfg)
-	name := tritonInstanceName(tk)
-	resp := tritonStart(t, c, tk)
+	tk, name, resp := tritonRun(t, c, jt, cfg)
 	id := sim.containerID(t, name)
 	sim.waitPolled(t, id)
 
