@@ -824,6 +824,11 @@ extra_hosts = ["db:10.0.0.2"]
 port_map = { http = "80" }
 `)
 		c.startTask(t, tk)
+		// StartTask returns once `pot start` runs; the jail (here the
+		// stand-in) is up a moment later, as it says on its stdout.
+		if got := tk.Stdout.WaitContent("pot "+potName(tk)+" started\n", 5*time.Second); !strings.Contains(got, "started") {
+			t.Fatalf("the pot never said it started: %q", got)
+		}
 		_, err := c.Driver.SignalTask(rpcCtx(t, 10*time.Second), &drivers.SignalTaskRequest{TaskId: tk.ID, Signal: "SIGHUP"})
 		if withSignal && err != nil {
 			t.Errorf("SignalTask with signal granted: %v", err)
