@@ -330,7 +330,7 @@ fn zygote() -> ExitCode {
             Ok(nix::unistd::ForkResult::Parent { child }) => {
                 drop(shim_end);
                 let line = format!("{}\n", child.as_raw());
-                if send_with_fd(&control, line.as_bytes(), host_end.as_fd()).is_err() {
+                if send_with_fds(control.as_fd(), line.as_bytes(), &[host_end.as_fd()]).is_err() {
                     return ExitCode::from(1);
                 }
             }
@@ -345,45 +345,56 @@ fn zygote() -> ExitCode {
     }
 }
 
-/// Sends `bytes` with one descriptor attached on a Unix socket.
-fn send_with_fd(
-    sock: impl AsFd,
+/// Sends `bytes` on a Unix socket with `fds` attached to the first byte.
+fn send_with_fds(
+    sock: std::os::fd::BorrowedFd<'_>,
     bytes: &[u8],
-    fd: std::os::fd::BorrowedFd<'_>,
+    fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> std::io::Result<()> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     use std::mem::MaybeUninit;
-    let fds = [fd];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(std::io::Error::other("no room for the descriptor"));
+    if fds.len() > MAX_FDS || !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(std::io::Error::other("no room for the descriptors"));
     }
-    let sent = rustix::net::sendmsg(
+    let mut sent = rustix::net::sendmsg(
         sock,
         &[std::io::IoSlice::new(bytes)],
         &mut control,
         SendFlags::NOSIGNAL,
     )?;
-    if sent != bytes.len() {
-        return Err(std::io::Error::other("short write on the control socket"));
+    // The descriptors went with the first byte; send any rest plainly.
+    while sent < bytes.len() {
+        let mut none = SendAncillaryBuffer::default();
+        sent += rustix::net::sendmsg(
+            sock,
+            &[std::io::IoSlice::new(&bytes[sent..])],
+            &mut none,
+            SendFlags::NOSIGNAL,
+        )?;
     }
     Ok(())
 }
 
-/// Host side: asks the zygote on `sock` for one pooled supervisor; returns
-/// its pid and control socket.
-pub fn fork_from_zygote(
-    sock: &std::os::unix::net::UnixStream,
-) -> std::io::Result<(u32, std::os::unix::net::UnixStream)> {
+/// The most descriptors one control-socket message carries (a task's
+/// stdout and stderr).
+const MAX_FDS: usize = 2;
+
+/// Reads one `\n`-terminated line (returned without it) from a Unix
+/// socket, with the descriptors sent along. End of file is an
+/// `UnexpectedEof` error; a line longer than `max` bytes is refused.
+fn recv_line_with_fds(
+    sock: std::os::fd::BorrowedFd<'_>,
+    max: usize,
+) -> std::io::Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     use std::mem::MaybeUninit;
-    rustix::net::send(sock, b"f", rustix::net::SendFlags::NOSIGNAL)?;
-    let mut line = Vec::with_capacity(16);
-    let mut fds: Vec<std::os::fd::OwnedFd> = Vec::new();
-    let mut buf = [0u8; 32];
-    while line.last() != Some(&b'\n') {
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut line = Vec::with_capacity(256);
+    let mut fds = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let got = match rustix::net::recvmsg(
             sock,
@@ -401,14 +412,35 @@ pub fn fork_from_zygote(
             }
         }
         if got == 0 {
-            return Err(std::io::Error::other("the zygote closed its socket"));
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         line.extend_from_slice(&buf[..got]);
-        if line.len() > 16 {
-            return Err(std::io::Error::other("the zygote's answer is too long"));
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            return Ok((line, fds));
+        }
+        if line.len() > max {
+            return Err(std::io::Error::other(format!(
+                "a line longer than {max} bytes"
+            )));
         }
     }
-    let pid: u32 = std::str::from_utf8(&line[..line.len() - 1])
+}
+
+/// Host side: asks the zygote on `sock` for one pooled supervisor; returns
+/// its pid and control socket.
+pub fn fork_from_zygote(
+    sock: &std::os::unix::net::UnixStream,
+) -> std::io::Result<(u32, std::os::unix::net::UnixStream)> {
+    rustix::net::send(sock, b"f", rustix::net::SendFlags::NOSIGNAL)?;
+    let (line, mut fds) = recv_line_with_fds(sock.as_fd(), 16).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            std::io::Error::other("the zygote closed its socket")
+        } else {
+            e
+        }
+    })?;
+    let pid: u32 = std::str::from_utf8(&line)
         .ok()
         .and_then(|t| t.parse().ok())
         .filter(|&p| p > 0)
@@ -423,43 +455,14 @@ pub fn fork_from_zygote(
 /// (stdin) with the task's stdout and stderr descriptors attached, and
 /// makes them ours.
 fn receive_assignment() -> Result<Assignment, String> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    use std::mem::MaybeUninit;
-    let stdin = std::io::stdin();
-    let mut line = Vec::with_capacity(256);
-    let mut fds: Vec<std::os::fd::OwnedFd> = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let got = rustix::net::recvmsg(
-            stdin.as_fd(),
-            &mut [std::io::IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        );
-        let n = match got {
-            Ok(m) => m.bytes,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(format!("reading the assignment: {e}")),
-        };
-        for msg in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(received) = msg {
-                fds.extend(received);
+    let (line, fds) =
+        recv_line_with_fds(std::io::stdin().as_fd(), MAX_ASSIGNMENT).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                "the host closed the control socket".to_owned()
+            } else {
+                format!("reading the assignment: {e}")
             }
-        }
-        if n == 0 {
-            return Err("the host closed the control socket".into());
-        }
-        line.extend_from_slice(&buf[..n]);
-        if line.last() == Some(&b'\n') {
-            break;
-        }
-        if line.len() > MAX_ASSIGNMENT {
-            return Err("assignment too long".into());
-        }
-    }
-    line.pop();
+        })?;
     let [stdout, stderr]: [std::os::fd::OwnedFd; 2] = fds.try_into().map_err(|v: Vec<_>| {
         format!(
             "expected 2 descriptors with the assignment, got {}",
@@ -497,31 +500,7 @@ pub fn send_assignment(
     stdout: std::os::fd::BorrowedFd<'_>,
     stderr: std::os::fd::BorrowedFd<'_>,
 ) -> std::io::Result<()> {
-    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-    use std::mem::MaybeUninit;
-    let fds = [stdout, stderr];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(std::io::Error::other("no room for the descriptors"));
-    }
-    let mut sent = rustix::net::sendmsg(
-        sock,
-        &[std::io::IoSlice::new(line)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )?;
-    // The descriptors went with the first byte; send any rest plainly.
-    while sent < line.len() {
-        let mut none = SendAncillaryBuffer::default();
-        sent += rustix::net::sendmsg(
-            sock,
-            &[std::io::IoSlice::new(&line[sent..])],
-            &mut none,
-            SendFlags::NOSIGNAL,
-        )?;
-    }
-    Ok(())
+    send_with_fds(sock.as_fd(), line, &[stdout, stderr])
 }
 
 fn supervise(dir: &Path, spec: Spec, (me, my_start): (u32, u64)) -> Result<(), String> {

@@ -224,8 +224,9 @@ struct Warm {
 enum SupervisorProc {
     /// Exec'd by this host: our child.
     Child(tokio::process::Child),
-    /// Forked by the zygote (which the kernel reaps for): watched through a
-    /// pidfd opened while it was idle, so its pid cannot have been reused.
+    /// Not our child (forked by the zygote, which the kernel reaps for; or
+    /// adopted from an earlier host): watched through a pidfd opened while
+    /// it was known alive, so its pid cannot have been reused.
     Forked { pid: u32, pidfd: OwnedFd },
 }
 
@@ -677,11 +678,12 @@ impl ProcessTable {
         match watch_supervisor(&started) {
             Some(pidfd) => {
                 let exit_dir = dir.clone();
+                let sup = SupervisorProc::Forked {
+                    pid: started.supervisor_pid,
+                    pidfd,
+                };
                 handle.spawn(async move {
-                    if let Ok(fd) = pidfd_async(pidfd) {
-                        // A pidfd turns readable when the process exits.
-                        let _ = fd.readable().await;
-                    }
+                    sup.exited().await;
                     let _ = tx.send(Some(read_exit(&exit_dir)));
                 });
             }
