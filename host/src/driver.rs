@@ -633,9 +633,6 @@ impl Driver {
         Ok(task.wait().await)
     }
 
-    /// Asks the guest to stop the task with `signal` (telling it `timeout`),
-    /// waits until `timeout` has passed since it asked, then kills whatever
-    /// is left. Returns once the task is dead.
     /// Asks the guest to SIGKILL a task the host does not run itself (a
     /// remote instance): its `signal-task` with "SIGKILL".
     async fn guest_kill(&self, task: &Arc<Task>) -> Result<(), DriverError> {
@@ -677,6 +674,9 @@ impl Driver {
         Ok(())
     }
 
+    /// Asks the guest to stop the task with `signal` (telling it `timeout`),
+    /// waits until `timeout` has passed since it asked, then kills whatever
+    /// is left. Returns once the task is dead.
     pub async fn stop_task(
         &self,
         id: &str,

@@ -62,7 +62,6 @@ impl HostContext {
         })
     }
 
-    /// Publishes a task event to every open `TaskEvents` stream.
     /// Emits a guest's task event unless it repeats the task's previous
     /// one exactly (message and annotations).
     pub fn emit_guest_event(&self, event: TaskEvent) {
@@ -84,6 +83,7 @@ impl HostContext {
         }
     }
 
+    /// Publishes a task event to every open `TaskEvents` stream.
     pub fn emit(&self, event: TaskEvent) {
         tracing::info!(task_id = %event.task_id, alloc_id = %event.alloc_id, "task event: {}", event.message);
         // No receiver just means no TaskEvents stream is open yet.
